@@ -1,0 +1,515 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mring.h - nanosecond metric logging through a shared-memory ring.
+ *
+ * A training process (the producer) opens a segment, registers metrics,
+ * and on every step calls mring_step() and mring_log(): inline stores into
+ * a single-producer ring of fixed-size records and into per-metric
+ * running epoch statistics, all in one mmap'd file.  No syscall, no lock,
+ * no allocation, no atomic read-modify-write on that path.  A separate
+ * process drains the ring (MRING_DRAIN, one at a time, exactly-once
+ * resumption), and any number of sidecars observe it (MRING_OBSERVE,
+ * read-only).
+ *
+ * Conventions: functions return 0 or a count on success and -errno on
+ * failure; they never set errno.  A writer handle belongs to one thread of
+ * the process that opened it; a reader handle to one thread at a time.
+ *
+ * Caveats (see docs/reliability.md):
+ *  - fork(): a child inherits no writer.  Its copy of a writer handle is
+ *    detached from the segment (logging returns -EPERM); open a new
+ *    segment in the child.
+ *  - A producer killed at any instant loses nothing whose mring_log()
+ *    returned; a reader can tell a crash (alive 0, closed 0) from a clean
+ *    close.  Losses on a full ring are counted and appear in the stream.
+ *  - The segment lives in tmpfs (/dev/shm or $MRING_DIR) and is fully
+ *    allocated at creation: a full /dev/shm fails mring_writer_open() with
+ *    -ENOSPC instead of killing the trainer with SIGBUS later.
+ *  - Same host only.  Do not build code that includes this header with
+ *    -ffast-math: compensated sums and the NaN checks need IEEE-754.
+ *  - A reader trusts nothing in the segment but cannot stop another
+ *    process with write access from truncating the file under its mapping
+ *    (SIGBUS); the default mode 0600 leaves that to the same user.
+ */
+#ifndef MRING_H
+#define MRING_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "mring/atomic.h"
+#include "mring/layout.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MRING_VERSION_MAJOR 0
+#define MRING_VERSION_MINOR 1
+#define MRING_VERSION_PATCH 0
+
+/*
+ * MRING_INLINE marks every inline function of the API.  src/ffi.c defines
+ * it empty before including this header, so the library also exports a
+ * real symbol for each (for FFI and dlopen users).
+ */
+#ifndef MRING_INLINE
+#define MRING_INLINE static inline
+#endif
+
+#define mring_likely(x)   __builtin_expect(!!(x), 1)
+#define mring_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* ------------------------------------------------------------------ */
+/* Constants                                                           */
+/* ------------------------------------------------------------------ */
+
+/* struct mring_config.on_full: what mring_log() does on a full ring. */
+#define MRING_FULL_DROP      0	/* drop the new record, count it (default) */
+#define MRING_FULL_OVERWRITE 1	/* overwrite the oldest record (flight recorder) */
+#define MRING_FULL_WAIT      2	/* wait for a live drainer; drop if none */
+
+/* struct mring_config.flags */
+#define MRING_CFG_REPLACE    (1u << 0)	/* replace a segment whose producer is gone */
+
+/* mring_metric() flags */
+#define MRING_ON_STEP   (1u << 0)	/* every value goes into the ring */
+#define MRING_ON_EPOCH  (1u << 1)	/* values feed the epoch accumulator */
+#define MRING_MEAN      (1u << 2)	/* epoch reduction: weighted mean (default) */
+#define MRING_SUM       (1u << 3)	/* epoch reduction: sum (weight ignored) */
+#define MRING_MIN       (1u << 4)	/* epoch reduction: minimum */
+#define MRING_MAX       (1u << 5)	/* epoch reduction: maximum */
+#define MRING_PROG_BAR  (1u << 6)	/* shown by default in live monitors */
+#define MRING_REDUCE_MASK (MRING_MEAN | MRING_SUM | MRING_MIN | MRING_MAX)
+
+/* mring_reader_open() flags */
+#define MRING_DRAIN   (1u << 0)	/* consume; one drainer per segment */
+#define MRING_OBSERVE (1u << 1)	/* read-only; never moves the drain position */
+
+/* struct mring_event.kind */
+#define MRING_EV_VALUE       1	/* an ON_STEP value */
+#define MRING_EV_STEP        2	/* mring_step(): value unused, metric -1 */
+#define MRING_EV_EPOCH_VALUE 3	/* an epoch result at mring_epoch_end() */
+#define MRING_EV_EPOCH_END   4	/* end of epoch .epoch, metric -1 */
+#define MRING_EV_LOST        5	/* .value records lost here, metric -1 */
+
+/* Limits */
+#define MRING_NAME_MAX       63	/* bytes in a metric or run name */
+#define MRING_MAX_METRICS    65535u
+#define MRING_MIN_CAPACITY   8u
+#define MRING_MAX_CAPACITY   (UINT64_C(1) << 32)
+#define MRING_DEFAULT_CAPACITY    (UINT64_C(1) << 20)
+#define MRING_DEFAULT_MAX_METRICS 1024u
+
+#include "mring/writer.h"
+
+/* ------------------------------------------------------------------ */
+/* Types                                                               */
+/* ------------------------------------------------------------------ */
+
+struct mring_config {
+	uint64_t capacity;	/* records, power of two; 0: 1 << 20 */
+	uint32_t max_metrics;	/* 0: 1024; at most MRING_MAX_METRICS */
+	int on_full;		/* MRING_FULL_* */
+	const char *run;	/* run name for readers; NULL: segment name */
+	int32_t rank;		/* data-parallel rank */
+	uint32_t mode;		/* file mode; 0: 0600 */
+	uint32_t flags;		/* MRING_CFG_* */
+};
+
+struct mring_event {
+	uint64_t seq;		/* stream position, strictly increasing */
+	uint32_t kind;		/* MRING_EV_* */
+	int32_t metric;		/* metric id, or -1 */
+	uint64_t step;		/* step current when logged */
+	uint32_t epoch;		/* epoch current when logged */
+	uint32_t reserved;
+	int64_t wall_ns;	/* ns since the Unix epoch, of the step */
+	double value;		/* LOST: how many records were lost here */
+};
+
+struct mring_stats {
+	uint32_t epoch;		/* the epoch these figures belong to */
+	uint32_t flags;		/* the metric's flags */
+	uint64_t count;		/* finite values accumulated */
+	uint64_t nonfinite;	/* NaN and +-Inf values seen (not accumulated) */
+	double weight;		/* sum of weights of finite values */
+	double sum;		/* MEAN: sum of value*weight; else sum of values */
+	double value;		/* the reduction; NaN when empty */
+	double min;		/* NaN when empty */
+	double max;		/* NaN when empty */
+	double last;		/* last logged value (may be non-finite) */
+	uint64_t last_step;	/* step of @last */
+};
+
+struct mring_status {
+	int32_t pid;		/* producer pid */
+	int alive;		/* a producer has the segment open now */
+	int closed;		/* the producer closed it cleanly */
+	int32_t rank;
+	char run[64];
+	uint64_t capacity;
+	uint64_t written;	/* records committed to the ring */
+	uint64_t read;		/* drain position */
+	uint64_t dropped;	/* records dropped on a full ring (DROP, WAIT) */
+	uint64_t overwritten;	/* records overwritten before being drained */
+	uint64_t step;		/* current step */
+	uint32_t epoch;		/* current epoch */
+	int on_full;		/* MRING_FULL_* */
+	uint32_t metrics;	/* registered metrics */
+	int drainer;		/* a drainer is attached now */
+	int64_t step_wall_ns;	/* wall time of the current step (heartbeat) */
+	int64_t created_ns;	/* segment creation time */
+};
+
+struct mring_writer;
+struct mring_reader;
+
+/* ------------------------------------------------------------------ */
+/* Writer: setup and slow paths (src/writer.c, src/metric.c)           */
+/* ------------------------------------------------------------------ */
+
+/**
+ * mring_writer_open - create a segment and become its producer
+ * @path: a path, or a bare name (no '/') for a file in $MRING_DIR
+ *        (default /dev/shm); "." and ".." are refused
+ * @cfg: configuration, or NULL; zero fields mean defaults
+ * @out: receives the writer handle
+ *
+ * Creates the file with O_EXCL | O_NOFOLLOW and exactly @cfg->mode,
+ * allocates every byte of it (no sparse pages: a full tmpfs fails here,
+ * not with SIGBUS later), maps and prefaults it, and publishes the header
+ * last.  Locks byte 0 of the file (an open-file-description lock) for as
+ * long as the producer lives; readers use it to tell alive from crashed.
+ *
+ * Who may call: any thread; the handle then belongs to that thread.
+ *
+ * Return: 0; -EINVAL (bad argument or config), -ENAMETOOLONG, -EBUSY (a
+ * live producer has the segment), -EEXIST (a segment is there and its
+ * producer is gone; set MRING_CFG_REPLACE to replace it), -ENOSPC (shm
+ * full), -ENOMEM, or the -errno of open/mmap (-EACCES, -ELOOP ...).
+ */
+int mring_writer_open(const char *path, const struct mring_config *cfg,
+		      struct mring_writer **out);
+
+/**
+ * mring_writer_close - end the run cleanly and release the writer
+ * @w: writer handle
+ *
+ * Writes the pending LOST record if any (a slot is always kept for it),
+ * publishes the final position, marks the segment closed (readers report
+ * closed, not crashed), releases the producer lock and unmaps.  The file
+ * stays for readers to finish; remove it with unlink(2).
+ *
+ * Return: 0; -EINVAL for NULL; -EPERM when called in a forked child (the
+ * handle is still released, the segment untouched).
+ */
+int mring_writer_close(struct mring_writer *w);
+
+/**
+ * mring_metric - register a metric and get its id
+ * @w: writer handle
+ * @name: 1..63 bytes, no control characters
+ * @flags: MRING_ON_STEP and/or MRING_ON_EPOCH, at most one of
+ *         MRING_MEAN (default with ON_EPOCH), MRING_SUM, MRING_MIN,
+ *         MRING_MAX (only with ON_EPOCH), optionally MRING_PROG_BAR
+ *
+ * Ids are dense from 0 in registration order.  Registering the same name
+ * with the same flags again returns the same id.  Readers learn names and
+ * flags from the segment (mring_metric_info()).
+ *
+ * Who may call: the writer's thread, at any time (also mid-run).
+ * Memory order: the slot is published with a release store of the metric
+ * count before the id is returned, so any record carrying the id is
+ * preceded by its registration for every reader.
+ *
+ * Return: the id (>= 0); -EINVAL (no ON_STEP/ON_EPOCH, unknown flag,
+ * several reductions, reduction without ON_EPOCH, empty name or control
+ * character), -ENAMETOOLONG, -EEXIST (name registered with other flags),
+ * -ENOSPC (max_metrics reached), -EPERM (forked child).
+ */
+int mring_metric(struct mring_writer *w, const char *name, unsigned flags);
+
+/**
+ * mring_epoch_end - close the current epoch
+ * @w: writer handle
+ *
+ * For every ON_EPOCH metric: publishes the epoch's reduction (readable
+ * with mring_epoch_read() until the next epoch end) and writes it into
+ * the ring as an MRING_EV_EPOCH_VALUE record; then writes an
+ * MRING_EV_EPOCH_END record, resets every metric's running statistics and
+ * starts the next epoch (epochs are numbered from 0).
+ *
+ * Who may call: the writer's thread.
+ *
+ * Return: 0 once the results are published, even if their ring copies
+ * were dropped (counted like any loss); -EINVAL for NULL; -EPERM in a
+ * forked child.
+ */
+int mring_epoch_end(struct mring_writer *w);
+
+/* Internal, do not call: the out-of-line halves of the inline hot path. */
+int __mring_put_slow(struct mring_writer *w, uint64_t meta, double value);
+int __mring_bad_id(struct mring_writer *w, int id);
+
+/* ------------------------------------------------------------------ */
+/* Writer: the hot path (inline)                                       */
+/* ------------------------------------------------------------------ */
+
+/* Internal: append one record; slow path when the cached room is used up. */
+static inline int _mring_put(struct mring_writer *w, uint64_t meta, double value)
+{
+	uint64_t pos = w->head;
+
+	if (mring_unlikely(pos >= w->limit))
+		return __mring_put_slow(w, meta, value);
+	_mring_rec_store(&w->ring[pos & w->mask], pos, meta, w->step,
+			 w->wall_ns, value);
+	w->head = pos + 1;
+	return 0;
+}
+
+/* Internal: feed one finite-or-not value into an ON_EPOCH accumulator. */
+static inline void _mring_acc_add(struct _mring_acc *a, double v, double wt,
+				 uint64_t step, uint32_t epoch)
+{
+	a->last = v;
+	a->last_step = step;
+	if (mring_likely(isfinite(v))) {
+		a->count++;
+		a->weight += wt;
+		_mring_neumaier(&a->sum, &a->comp,
+				(a->flags & MRING_MEAN) ? v * wt : v);
+		if (!(v >= a->min))	/* min starts as NaN */
+			a->min = v;
+		if (!(v <= a->max))
+			a->max = v;
+	} else {
+		a->nonfinite++;
+	}
+	_mring_acc_publish(a, epoch);
+}
+
+/**
+ * mring_log_weighted - log one value of a metric with a weight
+ * @w: writer handle
+ * @id: metric id from mring_metric()
+ * @value: the value; NaN and +-Inf are logged and counted but kept out
+ *         of sum, mean, min and max
+ * @weight: finite and >= 0 (Lightning's batch_size); weights the epoch
+ *          mean, ignored by SUM, MIN and MAX
+ *
+ * ON_EPOCH: updates the running statistics (always, even when the ring
+ * record is dropped, so epoch values stay exact).  Every metric keeps
+ * last, last_step and its counts.  ON_STEP: appends a value record that
+ * carries the current step, epoch and step wall time.
+ *
+ * Who may call: the writer's thread.  Progress: wait-free, except in
+ * MRING_FULL_WAIT mode on a full ring with a live drainer attached.
+ * Memory order: the record's stamp is stored with release after its
+ * fields; the statistics with a release store of their latch sequence.
+ *
+ * Return: 0; -ENOBUFS when the record was dropped (ring full; the
+ * statistics were updated); -EINVAL for an unknown id or a negative,
+ * NaN or infinite weight (nothing logged); -EPERM in a forked child.
+ */
+MRING_INLINE int mring_log_weighted(struct mring_writer *w, int id,
+				    double value, double weight)
+{
+	struct _mring_acc *a;
+
+	if (mring_unlikely((unsigned)id >= w->nmetrics))
+		return __mring_bad_id(w, id);
+	if (mring_unlikely(!(weight >= 0.0) || isinf(weight)))
+		return -EINVAL;
+	a = &w->acc[id];
+	if (a->flags & MRING_ON_EPOCH)
+		_mring_acc_add(a, value, weight, w->step,
+			       (uint32_t)(w->meta_epoch >> 32));
+	else
+		_mring_acc_note(a, value, w->step, w->meta_epoch >> 32);
+	if (!(a->flags & MRING_ON_STEP))
+		return 0;
+	return _mring_put(w, w->meta_epoch | MRING_EV_VALUE << 16 | (unsigned)id,
+			  value);
+}
+
+/**
+ * mring_log - log one value of a metric (weight 1)
+ * @w: writer handle
+ * @id: metric id from mring_metric()
+ * @value: the value
+ *
+ * Same as mring_log_weighted(@w, @id, @value, 1.0).
+ *
+ * Return: 0; -ENOBUFS (record dropped, statistics updated); -EINVAL
+ * (unknown id); -EPERM (forked child).
+ */
+MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
+{
+	struct _mring_acc *a;
+
+	if (mring_unlikely((unsigned)id >= w->nmetrics))
+		return __mring_bad_id(w, id);
+	a = &w->acc[id];
+	if (a->flags & MRING_ON_EPOCH)
+		_mring_acc_add(a, value, 1.0, w->step,
+			       (uint32_t)(w->meta_epoch >> 32));
+	else
+		_mring_acc_note(a, value, w->step, w->meta_epoch >> 32);
+	if (!(a->flags & MRING_ON_STEP))
+		return 0;
+	return _mring_put(w, w->meta_epoch | MRING_EV_VALUE << 16 | (unsigned)id,
+			  value);
+}
+
+/**
+ * mring_step - start a step
+ * @w: writer handle
+ * @step: the x-axis of every following value (Lightning's
+ *        _batches_that_stepped, HF's global_step); need not increase
+ *
+ * Stamps the step's wall-clock time (CLOCK_REALTIME through the vDSO, no
+ * syscall), appends an MRING_EV_STEP record (dropped and counted on a
+ * full ring like any record) and publishes step, time and position for
+ * monitors (relaxed stores: each field is atomic on its own).
+ *
+ * Who may call: the writer's thread.  Progress: as mring_log().
+ */
+MRING_INLINE void mring_step(struct mring_writer *w, uint64_t step)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	w->step = step;
+	w->wall_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	(void)_mring_put(w, w->meta_epoch | MRING_EV_STEP << 16 | _MRING_NO_METRIC,
+			 0.0);
+	_mring_store_relaxed(&w->hdr->step, step);
+	_mring_store_relaxed(&w->hdr->step_wall_ns, (uint64_t)w->wall_ns);
+	_mring_store_relaxed(&w->hdr->head, w->head);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reader (src/reader.c, src/stats.c)                                  */
+/* ------------------------------------------------------------------ */
+
+/**
+ * mring_reader_open - attach to a segment as its drainer or an observer
+ * @path: as for mring_writer_open()
+ * @flags: MRING_DRAIN or MRING_OBSERVE (exactly one)
+ * @out: receives the reader handle
+ *
+ * Validates everything in the header against the file (magic, ABI
+ * version, sizes, offsets); nothing in the segment is trusted.
+ * MRING_DRAIN opens read-write and takes the drainer lock (byte 1 of the
+ * file, released automatically if the process dies); it resumes exactly
+ * at the last published drain position.  MRING_OBSERVE maps read-only and
+ * starts at the oldest record still in the ring.
+ *
+ * Return: 0; -EINVAL; -ENOENT (no such segment); -EAGAIN (the segment is
+ * being created: retry); -EBUSY (another drainer, also in this process);
+ * -EPROTO (not an mring segment); -EPROTONOSUPPORT (other ABI major
+ * version); -EBADMSG (truncated or inconsistent segment); -ENOMEM; or the
+ * -errno of open/mmap (-EACCES ...).
+ */
+int mring_reader_open(const char *path, unsigned flags, struct mring_reader **out);
+
+/**
+ * mring_reader_close - detach and free a reader
+ * @r: reader handle, or NULL
+ *
+ * A drainer publishes its position first, so the next drainer resumes
+ * there, and releases the drainer lock.
+ */
+void mring_reader_close(struct mring_reader *r);
+
+/**
+ * mring_read - take the next events from the ring
+ * @r: reader handle
+ * @ev: array of at least @max events
+ * @max: capacity of @ev
+ *
+ * Copies committed records in stream order.  Losses appear in the
+ * stream where they happened as MRING_EV_LOST events (value = records
+ * lost): records dropped on a full ring, records overwritten before this
+ * reader got to them (OVERWRITE mode, or an observer lapped in any mode),
+ * and drops a crashed producer never got to write down.  A drainer
+ * publishes its position (release) after copying, which is what lets the
+ * producer reuse the slots.  Never blocks.
+ *
+ * Return: the number of events (0: none ready now); -EINVAL; -EBADMSG on
+ * a corrupt record, after every good event before it was returned (the
+ * position stays at the bad record).
+ */
+int mring_read(struct mring_reader *r, struct mring_event *ev, int max);
+
+/**
+ * mring_metric_count - number of registered metrics
+ * Return: count (>= 0, never above the segment's max_metrics); -EINVAL.
+ */
+int mring_metric_count(struct mring_reader *r);
+
+/**
+ * mring_metric_info - name and flags of a metric
+ * @r: reader handle
+ * @id: metric id
+ * @name: buffer for the NUL-terminated name, or NULL
+ * @len: size of @name (64 always suffices)
+ * @flags: receives the flags, or NULL
+ *
+ * Return: 0; -EINVAL (bad id or arguments); -ERANGE (@len too small);
+ * -EBADMSG (the slot is corrupt).
+ */
+int mring_metric_info(struct mring_reader *r, int id, char *name, size_t len,
+		      unsigned *flags);
+
+/**
+ * mring_stats_read - live statistics of a metric's current epoch
+ * @r: reader handle
+ * @id: metric id
+ * @out: the snapshot
+ *
+ * A consistent snapshot (two-copy latch, bounded retries): never a sum
+ * from one update with a count from another.  Never moves any position.
+ *
+ * Return: 0; -EINVAL; -EAGAIN when no stable snapshot was had within the
+ * retry bound (the producer updated the metric flat out: retry).
+ */
+int mring_stats_read(struct mring_reader *r, int id, struct mring_stats *out);
+
+/**
+ * mring_epoch_read - statistics of a metric's last completed epoch
+ * Return: as mring_stats_read(); -ENOENT before the first epoch end and
+ * for a metric without MRING_ON_EPOCH.
+ */
+int mring_epoch_read(struct mring_reader *r, int id, struct mring_stats *out);
+
+/**
+ * mring_status_read - producer state and counters
+ * @r: reader handle
+ * @out: the status
+ *
+ * alive comes from the producer's file lock (released by the kernel when
+ * the process dies), closed from the header: a crash is alive 0 and
+ * closed 0.  The counters are read individually (each is atomic).
+ *
+ * Return: 0; -EINVAL.
+ */
+int mring_status_read(struct mring_reader *r, struct mring_status *out);
+
+/**
+ * mring_strerror - describe an mring return code
+ * @err: a negative (or positive) errno value returned by mring
+ * Return: a static string, with mring's meaning for its codes.
+ */
+const char *mring_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MRING_H */

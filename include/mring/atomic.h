@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mring/atomic.h - the memory-ordering vocabulary of mring.
+ *
+ * Every access to a word that another process reads or writes goes
+ * through these wrappers, so the order of each one is spelled out and
+ * greppable.  They are C11 <stdatomic.h> underneath: liburcu 0.13 (Debian
+ * 12) has no acquire/release API.  On x86-64 every one of them compiles
+ * to a plain mov; only the compiler is constrained.
+ *
+ * Internal header: included by <mring.h>, not meant to be included alone.
+ */
+#ifndef MRING_ATOMIC_H
+#define MRING_ATOMIC_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#if ATOMIC_LLONG_LOCK_FREE != 2
+#error "mring needs lock-free (hence address-free) 64-bit atomics to share memory between processes"
+#endif
+
+typedef _Atomic uint64_t _mring_u64;
+typedef _Atomic uint32_t _mring_u32;
+
+#define _mring_load_relaxed(p)      atomic_load_explicit((p), memory_order_relaxed)
+#define _mring_load_acquire(p)      atomic_load_explicit((p), memory_order_acquire)
+#define _mring_store_relaxed(p, v)  atomic_store_explicit((p), (v), memory_order_relaxed)
+#define _mring_store_release(p, v)  atomic_store_explicit((p), (v), memory_order_release)
+#define _mring_fence_acquire()      atomic_thread_fence(memory_order_acquire)
+#define _mring_fence_release()      atomic_thread_fence(memory_order_release)
+
+static inline uint64_t _mring_dbits(double d)
+{
+	uint64_t u;
+
+	memcpy(&u, &d, sizeof(u));
+	return u;
+}
+
+static inline double _mring_bitsd(uint64_t u)
+{
+	double d;
+
+	memcpy(&d, &u, sizeof(d));
+	return d;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define _mring_cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define _mring_cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define _mring_cpu_relax() atomic_signal_fence(memory_order_seq_cst)
+#endif
+
+#endif /* MRING_ATOMIC_H */

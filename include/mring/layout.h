@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mring/layout.h - the shared segment, byte by byte.
+ *
+ * This is the on-memory format shared by a producer and any number of
+ * reader processes (docs/segment-format.md explains every field, who
+ * writes it and which orders pair).  It holds offsets, never pointers.
+ * A reader treats every byte of it as untrusted input.
+ *
+ *   0      header (4 KiB): identity, producer line, drainer line
+ *   4096   metrics: max_metrics slots of MRING_METRIC_STRIDE bytes
+ *   ring   capacity records of MRING_REC_SIZE bytes (page aligned)
+ *
+ * Internal header: included by <mring.h>; the names are not API.
+ */
+#ifndef MRING_LAYOUT_H
+#define MRING_LAYOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "atomic.h"
+
+/* Bytes 0a 0d 'm' 'r' 'i' 'n' 'g' 0x8b in memory on a little-endian host. */
+#define _MRING_MAGIC		UINT64_C(0x8b676e69726d0d0a)
+#define _MRING_ABI_MAJOR	1
+#define _MRING_ABI_MINOR	0
+#define _MRING_HDR_SIZE		4096u
+#define _MRING_REC_SIZE		40u
+#define _MRING_METRIC_STRIDE	512u
+#define _MRING_NO_METRIC	0xffffu
+#define _MRING_LOCK_PRODUCER	0	/* file byte locked by the producer */
+#define _MRING_LOCK_DRAINER	1	/* file byte locked by the drainer */
+
+/* hdr.state */
+#define _MRING_STATE_INIT	0u
+#define _MRING_STATE_OPEN	1u
+#define _MRING_STATE_CLOSED	2u
+
+/* metric.state */
+#define _MRING_METRIC_FREE	0u
+#define _MRING_METRIC_READY	1u
+
+/*
+ * One ring record, 40 bytes, 8-byte aligned, self-contained: a value
+ * read after any loss still knows its step, epoch and wall time.
+ * stamp is the commit word: 0 while the slot is being (re)written,
+ * position + 1 once committed.  meta = epoch << 32 | kind << 16 | metric.
+ */
+struct _mring_rec {
+	_mring_u64 stamp;
+	_mring_u64 step;
+	_mring_u64 value;	/* IEEE-754 bits of a double */
+	_mring_u64 wall_ns;	/* int64 ns since the Unix epoch of the step */
+	_mring_u64 meta;
+};
+
+/* One copy of a latched statistics snapshot (80 bytes). */
+struct _mring_shm_stats {
+	_mring_u64 epoch;
+	_mring_u64 count;
+	_mring_u64 nonfinite;
+	_mring_u64 weight;	/* double bits */
+	_mring_u64 sum;		/* double bits, Neumaier running sum */
+	_mring_u64 comp;	/* double bits, its compensation term */
+	_mring_u64 min;		/* double bits */
+	_mring_u64 max;		/* double bits */
+	_mring_u64 last;	/* double bits */
+	_mring_u64 last_step;
+};
+
+/*
+ * Two-copy latch (Linux seqcount_latch): the writer fills the copy that
+ * seq + 1 selects, then publishes seq + 1.  A copy selected by the
+ * current seq is always complete, so a writer killed mid-update never
+ * wedges a reader.  seq == 0: nothing published yet.
+ */
+struct _mring_shm_latch {
+	_mring_u64 seq;
+	struct _mring_shm_stats copy[2];
+};
+
+/* Metric slot, MRING_METRIC_STRIDE bytes. */
+struct _mring_shm_metric {
+	char name[64];			/* NUL-terminated, 1..63 bytes */
+	_mring_u32 flags;		/* MRING_ON_STEP | ... (normalized) */
+	_mring_u32 state;		/* _MRING_METRIC_*, published last */
+	char pad0[128 - 72];
+	struct _mring_shm_latch live;	/* @128: running epoch stats */
+	char pad1[320 - 128 - 168];
+	struct _mring_shm_latch epoch;	/* @320: last completed epoch */
+	char pad2[512 - 320 - 168];
+};
+
+/* Drain position latch: {pos, lost} always agree. */
+struct _mring_shm_drainpos {
+	_mring_u64 seq;
+	struct {
+		_mring_u64 pos;
+		_mring_u64 lost;
+	} copy[2];
+};
+
+struct _mring_shm_hdr {
+	/* identity: written once by the creator, before magic (@0..255) */
+	_mring_u64 magic;		/* published last (release) */
+	uint32_t abi_major;
+	uint32_t abi_minor;
+	uint32_t header_size;
+	uint32_t record_size;
+	uint64_t capacity;		/* records, power of two */
+	uint32_t max_metrics;
+	uint32_t metric_stride;
+	uint64_t metrics_offset;
+	uint64_t ring_offset;
+	uint64_t total_size;
+	int32_t pid;
+	int32_t rank;
+	uint64_t pid_start;		/* /proc/<pid>/stat starttime, ticks */
+	int64_t created_ns;
+	uint32_t on_full;
+	uint32_t cfg_flags;
+	char pad0[128 - 96];
+	char run[64];			/* @128 NUL-terminated run name */
+	char pad1[256 - 192];
+
+	/* producer line (@256): written only by the producer */
+	_mring_u32 state;
+	_mring_u32 nmetrics;		/* release after a slot is READY */
+	_mring_u64 head;		/* published write position (a hint) */
+	_mring_u64 step;
+	_mring_u64 step_wall_ns;
+	_mring_u64 epoch;
+	_mring_u64 dropped;
+	_mring_u64 lost_pending;	/* drops not yet in a LOST record */
+	_mring_u64 lost_pending_pos;	/* where that LOST record goes */
+	char pad2[384 - 320];
+
+	/* drainer line (@384): written only by the drainer */
+	_mring_u64 tail;		/* release: records < tail are consumed */
+	_mring_u32 drainer;		/* 1 while a drainer is attached */
+	uint32_t pad3;
+	struct _mring_shm_drainpos dpos;
+	char pad4[4096 - 440];
+};
+
+_Static_assert(sizeof(struct _mring_rec) == _MRING_REC_SIZE, "record size");
+_Static_assert(sizeof(struct _mring_shm_stats) == 80, "stats size");
+_Static_assert(sizeof(struct _mring_shm_metric) == _MRING_METRIC_STRIDE, "metric stride");
+_Static_assert(sizeof(struct _mring_shm_hdr) == _MRING_HDR_SIZE, "header size");
+_Static_assert(offsetof(struct _mring_shm_hdr, state) == 256, "producer line");
+_Static_assert(offsetof(struct _mring_shm_hdr, tail) == 384, "drainer line");
+_Static_assert(offsetof(struct _mring_shm_metric, live) == 128, "live latch");
+
+#endif /* MRING_LAYOUT_H */

@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mring/writer.h - the producer's private handle and the inline helpers
+ * behind mring_log() and mring_step().
+ *
+ * Internal header: included by <mring.h> after its constants.  Applications must not touch
+ * these fields; they are here only so the hot path can be inline.
+ */
+#ifndef MRING_WRITER_H
+#define MRING_WRITER_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "layout.h"
+
+/*
+ * Writer-private running state of one metric.  The producer is the only
+ * writer of a metric's latch, so it keeps the truth here and copies it
+ * out; no read-modify-write ever touches shared memory.
+ */
+struct _mring_acc {
+	uint32_t flags;			/* normalized MRING_* flags, 0 = unused */
+	uint32_t pad;
+	uint64_t count;
+	uint64_t nonfinite;
+	double weight;
+	double sum;
+	double comp;
+	double min;
+	double max;
+	double last;
+	uint64_t last_step;
+	uint64_t seq;			/* mirrors live->seq */
+	uint64_t eseq;			/* mirrors the epoch latch's seq */
+	struct _mring_shm_latch *live;
+};
+
+struct _mring_name_slot;
+
+struct mring_writer {
+	/* hot: read by every mring_log(), kept on one cache line */
+	uint64_t head;			/* next ring position */
+	uint64_t limit;			/* head < limit: room without a tail load */
+	uint64_t mask;			/* capacity - 1 */
+	struct _mring_rec *ring;
+	uint64_t step;
+	int64_t wall_ns;
+	uint64_t meta_epoch;		/* (uint64_t)epoch << 32 */
+	uint32_t nmetrics;		/* registered ids are < nmetrics */
+	uint32_t max_metrics;
+	struct _mring_acc *acc;
+	struct _mring_shm_hdr *hdr;
+
+	/* cold: slow paths only */
+	uint64_t capacity;
+	uint64_t lost;			/* drops not yet written as a LOST record */
+	uint64_t dropped;		/* every drop so far */
+	uint32_t epoch;
+	int on_full;
+	int fd;
+	int pid;			/* owner; a forked child is not */
+	bool forked;
+	void *map;
+	size_t map_size;
+	struct _mring_name_slot *names;	/* name -> id hash, private */
+	uint32_t names_mask;
+	struct mring_writer *next;	/* atfork list */
+};
+
+/*
+ * Store one record at @pos.  The stamp is cleared first so that an
+ * observer copying this slot from an older lap sees it change; the
+ * fields follow, then the stamp that commits them.
+ */
+static inline void _mring_rec_store(struct _mring_rec *r, uint64_t pos,
+				    uint64_t meta, uint64_t step,
+				    int64_t wall_ns, double value)
+{
+	_mring_store_relaxed(&r->stamp, 0);
+	/* release fence: pairs with the acquire fence in _mring_rec_load */
+	_mring_fence_release();
+	_mring_store_relaxed(&r->step, step);
+	_mring_store_relaxed(&r->value, _mring_dbits(value));
+	_mring_store_relaxed(&r->wall_ns, (uint64_t)wall_ns);
+	_mring_store_relaxed(&r->meta, meta);
+	/* release: pairs with the acquire load of stamp in _mring_rec_load */
+	_mring_store_release(&r->stamp, pos + 1);
+}
+
+static inline void _mring_stats_store(struct _mring_shm_stats *c,
+				      const struct _mring_acc *a, uint32_t epoch)
+{
+	_mring_store_relaxed(&c->epoch, epoch);
+	_mring_store_relaxed(&c->count, a->count);
+	_mring_store_relaxed(&c->nonfinite, a->nonfinite);
+	_mring_store_relaxed(&c->weight, _mring_dbits(a->weight));
+	_mring_store_relaxed(&c->sum, _mring_dbits(a->sum));
+	_mring_store_relaxed(&c->comp, _mring_dbits(a->comp));
+	_mring_store_relaxed(&c->min, _mring_dbits(a->min));
+	_mring_store_relaxed(&c->max, _mring_dbits(a->max));
+	_mring_store_relaxed(&c->last, _mring_dbits(a->last));
+	_mring_store_relaxed(&c->last_step, a->last_step);
+}
+
+/* Publish the whole accumulator into the copy seq + 1 selects. */
+static inline void _mring_acc_publish(struct _mring_acc *a, uint32_t epoch)
+{
+	struct _mring_shm_latch *l = a->live;
+	uint64_t seq = a->seq + 1;
+
+	/* release fence: the previous seq store is ordered before these
+	 * copy stores; pairs with the acquire fence in _mring_latch_read */
+	_mring_fence_release();
+	_mring_stats_store(&l->copy[seq & 1], a, epoch);
+	/* release: pairs with the acquire load of seq in _mring_latch_read */
+	_mring_store_release(&l->seq, seq);
+	a->seq = seq;
+}
+
+/*
+ * ON_STEP-only metric: keep last, last_step and the counts.  Only the
+ * fields that can differ between the two copies are written.
+ */
+static inline void _mring_acc_note(struct _mring_acc *a, double v,
+				   uint64_t step, uint32_t epoch)
+{
+	struct _mring_shm_latch *l = a->live;
+	uint64_t seq = a->seq + 1;
+	struct _mring_shm_stats *c = &l->copy[seq & 1];
+
+	if (__builtin_expect(isfinite(v), 1))
+		a->count++;
+	else
+		a->nonfinite++;
+	/* release fence: pairs with the acquire fence in _mring_latch_read */
+	_mring_fence_release();
+	_mring_store_relaxed(&c->epoch, epoch);
+	_mring_store_relaxed(&c->count, a->count);
+	_mring_store_relaxed(&c->nonfinite, a->nonfinite);
+	_mring_store_relaxed(&c->last, _mring_dbits(v));
+	_mring_store_relaxed(&c->last_step, step);
+	/* release: pairs with the acquire load of seq in _mring_latch_read */
+	_mring_store_release(&l->seq, seq);
+	a->seq = seq;
+}
+
+/* The epoch reduction of an accumulator; NaN when it is empty. */
+static inline double _mring_reduce(uint32_t flags, uint64_t count, double weight,
+				   double sum, double comp, double min, double max)
+{
+	if (!count)
+		return NAN;
+	if (flags & MRING_SUM)
+		return sum + comp;
+	if (flags & MRING_MIN)
+		return min;
+	if (flags & MRING_MAX)
+		return max;
+	if (flags & MRING_MEAN)
+		return weight > 0 ? (sum + comp) / weight : NAN;
+	return NAN;			/* ON_STEP only: no reduction */
+}
+
+/* Neumaier's compensated sum: exact to ~1 ulp of the true sum. */
+static inline void _mring_neumaier(double *sum, double *comp, double x)
+{
+	double s = *sum, t = s + x;
+
+	if (fabs(s) >= fabs(x))
+		*comp += (s - t) + x;
+	else
+		*comp += (x - t) + s;
+	*sum = t;
+}
+
+#endif /* MRING_WRITER_H */

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lib.h - helpers shared by the library's source files.  Not installed.
+ */
+#ifndef MRING_LIB_H
+#define MRING_LIB_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "mring.h"
+
+#define MRING_API __attribute__((visibility("default")))
+
+/* Segment geometry derived from a capacity and a metric count. */
+struct _mring_geom {
+	uint64_t metrics_offset;
+	uint64_t ring_offset;
+	uint64_t total_size;
+};
+
+struct mring_reader {
+	int fd;
+	unsigned flags;
+	void *map;
+	size_t map_size;
+	struct _mring_shm_hdr *hdr;
+	struct _mring_shm_metric *metrics;
+	struct _mring_rec *ring;
+	uint64_t capacity;
+	uint64_t mask;
+	uint32_t max_metrics;
+	uint32_t nmetrics;		/* cached; reloaded when a record needs more */
+	uint64_t pos;			/* next position to read */
+	uint64_t lost;			/* drainer: lost records reported so far */
+	uint64_t dseq;			/* drainer: drain position latch seq */
+	uint64_t published;		/* drainer: last published position */
+	bool started;			/* observer: delivered anything yet */
+	uint64_t last_step;		/* of the last event, for LOST events */
+	uint32_t last_epoch;
+	int64_t last_wall;
+};
+
+int _mring_path_resolve(const char *path, char *buf, size_t len);
+int _mring_name_check(const char *name);
+int _mring_lock_take(int fd, int byte);
+int _mring_lock_held(int fd, int byte);
+int _mring_geom(uint64_t capacity, uint32_t max_metrics, struct _mring_geom *g);
+int _mring_hdr_validate(const struct _mring_shm_hdr *h, uint64_t file_size);
+int64_t _mring_now_ns(void);
+uint64_t _mring_proc_start(pid_t pid);
+uint64_t _mring_written(const struct _mring_shm_hdr *h,
+			const struct _mring_rec *ring, uint64_t capacity);
+int _mring_latch_read(const struct _mring_shm_latch *l, struct mring_stats *out,
+		      unsigned flags);
+void _mring_drainpos_read(const struct _mring_shm_hdr *h, uint64_t *pos,
+			  uint64_t *lost);
+
+#endif /* MRING_LIB_H */

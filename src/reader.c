@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: MIT
+/*
+ * reader.c - attaching to a segment (validating it as untrusted input)
+ * and reading its ring: commit stamps, laps, losses, the drain position
+ * and a dead producer's unwritten LOST record.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib.h"
+
+/* Map the header page alone and decide whether the file is a segment. */
+static int header_probe(int fd, uint64_t file_size, uint64_t *total)
+{
+	struct _mring_shm_hdr *h;
+	uint64_t magic;
+	int ret;
+
+	h = mmap(NULL, _MRING_HDR_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+	if (h == MAP_FAILED)
+		return -errno;
+	/* acquire: pairs with the release store of magic in mring_writer_open */
+	magic = _mring_load_acquire(&h->magic);
+	if (magic == 0)
+		ret = -EAGAIN;		/* being created */
+	else if (magic != _MRING_MAGIC)
+		ret = -EPROTO;
+	else
+		ret = _mring_hdr_validate(h, file_size);
+	*total = h->total_size;
+	munmap(h, _MRING_HDR_SIZE);
+	return ret;
+}
+
+static int reader_map(struct mring_reader *r, uint64_t file_size)
+{
+	int prot = PROT_READ | (r->flags & MRING_DRAIN ? PROT_WRITE : 0);
+	uint64_t total = 0;
+	void *map;
+	int ret;
+
+	ret = header_probe(r->fd, file_size, &total);
+	if (ret < 0)
+		return ret;
+	map = mmap(NULL, total, prot, MAP_SHARED, r->fd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	r->map = map;
+	r->map_size = total;
+	r->hdr = map;
+	/* the bytes may have changed since the probe: check the real map */
+	ret = _mring_hdr_validate(r->hdr, total);
+	if (ret < 0)
+		return ret;
+	if (r->hdr->total_size != total)
+		return -EBADMSG;
+	r->capacity = r->hdr->capacity;
+	r->mask = r->capacity - 1;
+	r->max_metrics = r->hdr->max_metrics;
+	r->metrics = (struct _mring_shm_metric *)((char *)map + r->hdr->metrics_offset);
+	r->ring = (struct _mring_rec *)((char *)map + r->hdr->ring_offset);
+	return 0;
+}
+
+static int drainer_attach(struct mring_reader *r)
+{
+	uint64_t pos, lost, written;
+	int ret;
+
+	ret = _mring_lock_take(r->fd, _MRING_LOCK_DRAINER);
+	if (ret < 0)
+		return ret;
+	_mring_drainpos_read(r->hdr, &pos, &lost);
+	written = _mring_written(r->hdr, r->ring, r->capacity);
+	if (pos > written)
+		return -EBADMSG;
+	r->pos = pos;
+	r->lost = lost;
+	r->published = pos;
+	r->dseq = _mring_load_relaxed(&r->hdr->dpos.seq);
+	/* release: pairs with the acquire load of tail in the producer's room() */
+	_mring_store_release(&r->hdr->tail, pos);
+	_mring_store_relaxed(&r->hdr->drainer, 1);
+	return 0;
+}
+
+static void observer_attach(struct mring_reader *r)
+{
+	uint64_t written = _mring_written(r->hdr, r->ring, r->capacity);
+
+	r->pos = written > r->capacity ? written - r->capacity : 0;
+}
+
+MRING_API int mring_reader_open(const char *path, unsigned flags,
+				struct mring_reader **out)
+{
+	char file[PATH_MAX];
+	struct mring_reader *r;
+	struct stat st;
+	int ret;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (flags != MRING_DRAIN && flags != MRING_OBSERVE)
+		return -EINVAL;
+	ret = _mring_path_resolve(path, file, sizeof(file));
+	if (ret < 0)
+		return ret;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->flags = flags;
+	r->fd = open(file, (flags & MRING_DRAIN ? O_RDWR : O_RDONLY) |
+			   O_NOFOLLOW | O_CLOEXEC);
+	if (r->fd < 0) {
+		ret = -errno;
+		goto err;
+	}
+	if (fstat(r->fd, &st) < 0) {
+		ret = -errno;
+		goto err;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = -EPROTO;
+		goto err;
+	}
+	if (st.st_size < (off_t)_MRING_HDR_SIZE) {
+		ret = st.st_size == 0 ? -EAGAIN : -EBADMSG;
+		goto err;
+	}
+	ret = reader_map(r, (uint64_t)st.st_size);
+	if (ret < 0)
+		goto err;
+	if (flags & MRING_DRAIN)
+		ret = drainer_attach(r);
+	else
+		observer_attach(r);
+	if (ret < 0)
+		goto err;
+	*out = r;
+	return 0;
+err:
+	if (r->map)
+		munmap(r->map, r->map_size);
+	if (r->fd >= 0)
+		close(r->fd);
+	free(r);
+	return ret;
+}
+
+/*
+ * Publish the drain position: the {pos, lost} latch for the next
+ * drainer, then the tail the producer reads.  Dying between the two only
+ * leaves the tail behind, which is safe.
+ */
+static void drainpos_publish(struct mring_reader *r)
+{
+	struct _mring_shm_drainpos *d = &r->hdr->dpos;
+	uint64_t seq = r->dseq + 1;
+
+	/* release fence: pairs with the acquire fence in _mring_drainpos_read */
+	_mring_fence_release();
+	_mring_store_relaxed(&d->copy[seq & 1].pos, r->pos);
+	_mring_store_relaxed(&d->copy[seq & 1].lost, r->lost);
+	/* release: pairs with the acquire load of seq in _mring_drainpos_read */
+	_mring_store_release(&d->seq, seq);
+	r->dseq = seq;
+	/* release: the records below pos were copied out; pairs with the
+	 * acquire load of tail in the producer's room() */
+	_mring_store_release(&r->hdr->tail, r->pos);
+	r->published = r->pos;
+}
+
+MRING_API void mring_reader_close(struct mring_reader *r)
+{
+	if (!r)
+		return;
+	if (r->flags & MRING_DRAIN) {
+		if (r->pos != r->published)
+			drainpos_publish(r);
+		_mring_store_relaxed(&r->hdr->drainer, 0);
+	}
+	munmap(r->map, r->map_size);
+	close(r->fd);		/* drops the drainer lock */
+	free(r);
+}
+
+struct rec_copy {
+	uint64_t stamp, step, value, wall, meta;
+};
+
+/*
+ * Copy the record at r->pos.  Returns 1 with a consistent copy, 0 when it
+ * is not committed yet, 2 when the slot already holds a later lap (the
+ * copy's stamp says which), -EBADMSG when the stamp cannot be.
+ */
+static int rec_load(struct mring_reader *r, struct rec_copy *c)
+{
+	const struct _mring_rec *rec = &r->ring[r->pos & r->mask];
+	uint64_t want = r->pos + 1;
+
+	/* acquire: pairs with the release store of stamp in _mring_rec_store */
+	c->stamp = _mring_load_acquire(&rec->stamp);
+	if (c->stamp == want) {
+		c->step = _mring_load_relaxed(&rec->step);
+		c->value = _mring_load_relaxed(&rec->value);
+		c->wall = _mring_load_relaxed(&rec->wall_ns);
+		c->meta = _mring_load_relaxed(&rec->meta);
+		/* acquire fence: pairs with the release fence in
+		 * _mring_rec_store; a rewrite that started shows in stamp */
+		_mring_fence_acquire();
+		c->stamp = _mring_load_relaxed(&rec->stamp);
+		if (c->stamp == want)
+			return 1;
+	}
+	if (c->stamp == 0)
+		return 0;
+	if (((c->stamp - 1) & r->mask) != (r->pos & r->mask))
+		return -EBADMSG;
+	return c->stamp > want ? 2 : 0;
+}
+
+static uint32_t metric_limit(struct mring_reader *r)
+{
+	/* acquire: pairs with the release store of nmetrics in slot_publish */
+	uint32_t n = _mring_load_acquire(&r->hdr->nmetrics);
+
+	return n > r->max_metrics ? r->max_metrics : n;
+}
+
+static int rec_decode(struct mring_reader *r, const struct rec_copy *c,
+		      struct mring_event *ev)
+{
+	uint32_t kind = (uint32_t)(c->meta >> 16) & 0xffff;
+	uint32_t metric = (uint32_t)c->meta & 0xffff;
+	double value = _mring_bitsd(c->value);
+
+	switch (kind) {
+	case MRING_EV_VALUE:
+	case MRING_EV_EPOCH_VALUE:
+		if (metric >= r->nmetrics)
+			r->nmetrics = metric_limit(r);
+		if (metric >= r->nmetrics)
+			return -EBADMSG;
+		ev->metric = (int32_t)metric;
+		break;
+	case MRING_EV_LOST:
+		if (!(value >= 1.0 && value <= 9007199254740992.0))
+			return -EBADMSG;
+		/* fallthrough */
+	case MRING_EV_STEP:
+	case MRING_EV_EPOCH_END:
+		if (metric != _MRING_NO_METRIC)
+			return -EBADMSG;
+		ev->metric = -1;
+		break;
+	default:
+		return -EBADMSG;
+	}
+	ev->seq = r->pos;
+	ev->kind = kind;
+	ev->step = c->step;
+	ev->epoch = (uint32_t)(c->meta >> 32);
+	ev->reserved = 0;
+	ev->wall_ns = (int64_t)c->wall;
+	ev->value = value;
+	return 0;
+}
+
+static void note_event(struct mring_reader *r, const struct mring_event *ev)
+{
+	r->last_step = ev->step;
+	r->last_epoch = ev->epoch;
+	r->last_wall = ev->wall_ns;
+}
+
+static void lost_event(struct mring_reader *r, struct mring_event *ev,
+		       uint64_t seq, uint64_t count)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->seq = seq;
+	ev->kind = MRING_EV_LOST;
+	ev->metric = -1;
+	ev->step = r->last_step;
+	ev->epoch = r->last_epoch;
+	ev->wall_ns = r->last_wall;
+	ev->value = (double)count;
+}
+
+/*
+ * Nothing is committed at r->pos.  If the producer is gone and died with
+ * drops it never wrote down (its LOST record was to go exactly here),
+ * report them: a drainer writes the record into the ring (the producer
+ * is dead, the drainer is the only writer left) so it is delivered and
+ * counted once, across drainer restarts too; an observer only reports it.
+ * Returns 1 when a record was written, 2 when @ev was filled, else 0.
+ */
+static int seal_dead_producer(struct mring_reader *r, struct mring_event *ev)
+{
+	struct _mring_shm_hdr *h = r->hdr;
+	uint64_t pending = _mring_load_relaxed(&h->lost_pending);
+
+	if (!pending || _mring_load_relaxed(&h->lost_pending_pos) != r->pos)
+		return 0;
+	if (_mring_lock_held(r->fd, _MRING_LOCK_PRODUCER) != 0)
+		return 0;	/* alive: it writes the record itself */
+	/* the producer is dead: everything it stored is visible and final */
+	pending = _mring_load_relaxed(&h->lost_pending);
+	if (!pending || pending > (UINT64_C(1) << 53) ||
+	    _mring_load_relaxed(&h->lost_pending_pos) != r->pos)
+		return 0;
+	if (r->flags & MRING_DRAIN) {
+		uint64_t epoch = _mring_load_relaxed(&h->epoch);
+
+		_mring_rec_store(&r->ring[r->pos & r->mask], r->pos,
+				 epoch << 32 | MRING_EV_LOST << 16 | _MRING_NO_METRIC,
+				 _mring_load_relaxed(&h->step),
+				 (int64_t)_mring_load_relaxed(&h->step_wall_ns),
+				 (double)pending);
+		_mring_store_relaxed(&h->lost_pending, 0);
+		return 1;
+	}
+	lost_event(r, ev, r->pos, pending);
+	r->pos++;
+	return 2;
+}
+
+MRING_API int mring_read(struct mring_reader *r, struct mring_event *ev, int max)
+{
+	struct rec_copy c;
+	int n = 0, ret = 0;
+
+	if (!r || !ev || max < 0)
+		return -EINVAL;
+	while (n < max) {
+		ret = rec_load(r, &c);
+		if (ret == 1) {
+			ret = rec_decode(r, &c, &ev[n]);
+			if (ret < 0)
+				break;
+			note_event(r, &ev[n]);
+			r->started = true;
+			r->pos++;
+			n++;
+		} else if (ret == 2) {
+			/* lapped: every position up to stamp-1-capacity is gone */
+			uint64_t next = c.stamp - r->capacity;
+
+			if (r->started || (r->flags & MRING_DRAIN)) {
+				lost_event(r, &ev[n++], r->pos, next - r->pos);
+				r->lost += next - r->pos;
+			}
+			r->pos = next;
+		} else if (ret == 0) {
+			ret = seal_dead_producer(r, &ev[n]);
+			if (ret == 2)
+				n++;
+			else if (ret == 0)
+				break;
+		} else {
+			break;
+		}
+	}
+	if ((r->flags & MRING_DRAIN) && r->pos != r->published)
+		drainpos_publish(r);
+	if (ret < 0 && n == 0)
+		return ret;
+	return n;
+}

@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: MIT
+/*
+ * segment.c - what producer and readers agree on: where a segment lives,
+ * how big it is, how it is locked, and when a header is believable.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib.h"
+
+#define MRING_DEFAULT_DIR "/dev/shm"
+#define PAGE 4096u
+
+int _mring_path_resolve(const char *path, char *buf, size_t len)
+{
+	const char *dir;
+	int n;
+
+	if (!path || !*path)
+		return -EINVAL;
+	if (strchr(path, '/')) {
+		n = snprintf(buf, len, "%s", path);
+	} else {
+		if (!strcmp(path, ".") || !strcmp(path, ".."))
+			return -EINVAL;
+		dir = getenv("MRING_DIR");
+		if (!dir || !*dir)
+			dir = MRING_DEFAULT_DIR;
+		n = snprintf(buf, len, "%s/%s", dir, path);
+	}
+	if (n < 0 || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* 1..63 bytes, no control characters (names end up in CSV, JSON, labels). */
+int _mring_name_check(const char *name)
+{
+	size_t i;
+
+	if (!name || !*name)
+		return -EINVAL;
+	for (i = 0; name[i]; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (i >= MRING_NAME_MAX)
+			return -ENAMETOOLONG;
+		if (c < 0x20 || c == 0x7f)
+			return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * Open-file-description locks on single bytes: they conflict between two
+ * opens even in one process, survive fork only with the description, and
+ * the kernel drops them when the last descriptor goes, i.e. when the
+ * holder dies.  That is the liveness signal a pid cannot give.
+ */
+int _mring_lock_take(int fd, int byte)
+{
+	struct flock fl = {
+		.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1,
+	};
+
+	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	if (errno == EAGAIN || errno == EACCES)
+		return -EBUSY;
+	return -errno;
+}
+
+/* 1 if another open file description holds @byte, 0 if not, or -errno. */
+int _mring_lock_held(int fd, int byte)
+{
+	struct flock fl = {
+		.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1,
+	};
+
+	if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+		return -errno;
+	return fl.l_type != F_UNLCK;
+}
+
+static uint64_t align_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) & ~(a - 1);
+}
+
+int _mring_geom(uint64_t capacity, uint32_t max_metrics, struct _mring_geom *g)
+{
+	if (capacity < MRING_MIN_CAPACITY || capacity > MRING_MAX_CAPACITY ||
+	    (capacity & (capacity - 1)))
+		return -EINVAL;
+	if (max_metrics < 1 || max_metrics > MRING_MAX_METRICS)
+		return -EINVAL;
+	g->metrics_offset = _MRING_HDR_SIZE;
+	g->ring_offset = align_up(g->metrics_offset +
+				  (uint64_t)max_metrics * _MRING_METRIC_STRIDE, PAGE);
+	g->total_size = align_up(g->ring_offset + capacity * _MRING_REC_SIZE, PAGE);
+	return 0;
+}
+
+/*
+ * Is this header a segment we can read?  Every field that sizes or places
+ * anything is recomputed from first principles and compared, so a reader
+ * never indexes outside the mapping whatever the bytes say.
+ */
+int _mring_hdr_validate(const struct _mring_shm_hdr *h, uint64_t file_size)
+{
+	struct _mring_geom g;
+
+	if (h->abi_major != _MRING_ABI_MAJOR)
+		return -EPROTONOSUPPORT;
+	if (h->header_size != _MRING_HDR_SIZE || h->record_size != _MRING_REC_SIZE ||
+	    h->metric_stride != _MRING_METRIC_STRIDE)
+		return -EBADMSG;
+	if (_mring_geom(h->capacity, h->max_metrics, &g))
+		return -EBADMSG;
+	if (h->metrics_offset != g.metrics_offset || h->ring_offset != g.ring_offset ||
+	    h->total_size != g.total_size)
+		return -EBADMSG;
+	if (h->total_size > file_size)
+		return -EBADMSG;
+	if (h->on_full > MRING_FULL_WAIT)
+		return -EBADMSG;
+	return 0;
+}
+
+int64_t _mring_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Field 22 of /proc/<pid>/stat: tells a reused pid from the original. */
+uint64_t _mring_proc_start(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long start = 0;
+	ssize_t n;
+	int fd, field;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	/* after ") " comes field 3; walk to field 22 */
+	for (field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	if (p)
+		sscanf(p + 1, "%llu", &start);
+	return start;
+}
+
+/*
+ * How many records are committed: the published head is a hint (the
+ * producer stores it at step boundaries); extend it by the commit stamps,
+ * which are the truth, at most one ring's worth.
+ */
+uint64_t _mring_written(const struct _mring_shm_hdr *h,
+			const struct _mring_rec *ring, uint64_t capacity)
+{
+	uint64_t pos = _mring_load_relaxed(&h->head);
+	uint64_t n;
+
+	for (n = 0; n < capacity; n++, pos++) {
+		/* acquire: pairs with the release store of stamp in _mring_rec_store */
+		if (_mring_load_acquire(&ring[pos & (capacity - 1)].stamp) != pos + 1)
+			break;
+	}
+	return pos;
+}
+
+void _mring_drainpos_read(const struct _mring_shm_hdr *h, uint64_t *pos,
+			  uint64_t *lost)
+{
+	const struct _mring_shm_drainpos *d = &h->dpos;
+	int tries;
+
+	for (tries = 0; tries < 1000; tries++) {
+		/* acquire: pairs with the release store of dpos.seq in drainpos_publish */
+		uint64_t s0 = _mring_load_acquire(&d->seq);
+		uint64_t p = _mring_load_relaxed(&d->copy[s0 & 1].pos);
+		uint64_t l = _mring_load_relaxed(&d->copy[s0 & 1].lost);
+
+		/* acquire fence: pairs with the release fence in drainpos_publish */
+		_mring_fence_acquire();
+		if (_mring_load_relaxed(&d->seq) == s0) {
+			*pos = s0 ? p : 0;
+			*lost = s0 ? l : 0;
+			return;
+		}
+	}
+	/* a drainer publishing flat out: the tail alone is still right */
+	*pos = _mring_load_acquire(&h->tail);
+	*lost = 0;
+}

@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: MIT
+/*
+ * stats.c - what a reader sees besides the ring: metric names and flags,
+ * consistent statistics snapshots, and the producer's status.
+ */
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#include "lib.h"
+
+#define LATCH_TRIES 10000
+
+MRING_API int mring_metric_count(struct mring_reader *r)
+{
+	uint32_t n;
+
+	if (!r)
+		return -EINVAL;
+	/* acquire: pairs with the release store of nmetrics in slot_publish */
+	n = _mring_load_acquire(&r->hdr->nmetrics);
+	return (int)(n > r->max_metrics ? r->max_metrics : n);
+}
+
+static const struct _mring_shm_metric *metric_slot(struct mring_reader *r, int id)
+{
+	int n = mring_metric_count(r);
+
+	if (id < 0 || id >= n)
+		return NULL;
+	return &r->metrics[id];
+}
+
+static unsigned metric_flags(const struct _mring_shm_metric *m)
+{
+	return _mring_load_relaxed(&m->flags) &
+	       (MRING_ON_STEP | MRING_ON_EPOCH | MRING_REDUCE_MASK | MRING_PROG_BAR);
+}
+
+MRING_API int mring_metric_info(struct mring_reader *r, int id, char *name,
+				size_t len, unsigned *flags)
+{
+	const struct _mring_shm_metric *m;
+	char buf[sizeof(m->name)];
+	size_t n;
+
+	if (!r || (name && !len))
+		return -EINVAL;
+	m = metric_slot(r, id);
+	if (!m)
+		return -EINVAL;
+	/* acquire: pairs with the release store of state in slot_publish */
+	if (_mring_load_acquire(&m->state) != _MRING_METRIC_READY)
+		return -EBADMSG;
+	memcpy(buf, m->name, sizeof(buf));	/* one copy, then check it */
+	if (!memchr(buf, '\0', sizeof(buf)) || _mring_name_check(buf) < 0)
+		return -EBADMSG;
+	n = strlen(buf);
+	if (name) {
+		if (n >= len)
+			return -ERANGE;
+		memcpy(name, buf, n + 1);
+	}
+	if (flags)
+		*flags = metric_flags(m);
+	return 0;
+}
+
+static void stats_fill(struct mring_stats *out, const struct _mring_shm_stats *c,
+		       unsigned flags)
+{
+	double sum = _mring_bitsd(_mring_load_relaxed(&c->sum));
+	double comp = _mring_bitsd(_mring_load_relaxed(&c->comp));
+
+	out->epoch = (uint32_t)_mring_load_relaxed(&c->epoch);
+	out->flags = flags;
+	out->count = _mring_load_relaxed(&c->count);
+	out->nonfinite = _mring_load_relaxed(&c->nonfinite);
+	out->weight = _mring_bitsd(_mring_load_relaxed(&c->weight));
+	out->sum = sum + comp;
+	out->min = _mring_bitsd(_mring_load_relaxed(&c->min));
+	out->max = _mring_bitsd(_mring_load_relaxed(&c->max));
+	out->last = _mring_bitsd(_mring_load_relaxed(&c->last));
+	out->last_step = _mring_load_relaxed(&c->last_step);
+	out->value = _mring_reduce(flags, out->count, out->weight, sum, comp,
+				   out->min, out->max);
+}
+
+/*
+ * Read a two-copy latch: the copy the sequence selects, then the sequence
+ * again; equal means no update began meanwhile.  A writer killed
+ * mid-update left the sequence on a complete copy, so this never wedges.
+ */
+int _mring_latch_read(const struct _mring_shm_latch *l, struct mring_stats *out,
+		      unsigned flags)
+{
+	struct mring_stats s;
+	int tries;
+
+	for (tries = 0; tries < LATCH_TRIES; tries++) {
+		/* acquire: pairs with the release store of seq in _mring_acc_publish */
+		uint64_t s0 = _mring_load_acquire(&l->seq);
+
+		stats_fill(&s, &l->copy[s0 & 1], flags);
+		/* acquire fence: pairs with the release fence before the
+		 * producer rewrites a copy (_mring_acc_publish) */
+		_mring_fence_acquire();
+		if (_mring_load_relaxed(&l->seq) == s0) {
+			*out = s;
+			return 0;
+		}
+		_mring_cpu_relax();
+	}
+	return -EAGAIN;
+}
+
+MRING_API int mring_stats_read(struct mring_reader *r, int id, struct mring_stats *out)
+{
+	const struct _mring_shm_metric *m;
+
+	if (!r || !out)
+		return -EINVAL;
+	m = metric_slot(r, id);
+	if (!m)
+		return -EINVAL;
+	return _mring_latch_read(&m->live, out, metric_flags(m));
+}
+
+MRING_API int mring_epoch_read(struct mring_reader *r, int id, struct mring_stats *out)
+{
+	const struct _mring_shm_metric *m;
+	unsigned flags;
+
+	if (!r || !out)
+		return -EINVAL;
+	m = metric_slot(r, id);
+	if (!m)
+		return -EINVAL;
+	flags = metric_flags(m);
+	/* acquire: pairs with the release store of seq in epoch_publish */
+	if (!(flags & MRING_ON_EPOCH) || !_mring_load_acquire(&m->epoch.seq))
+		return -ENOENT;
+	return _mring_latch_read(&m->epoch, out, flags);
+}
+
+MRING_API int mring_status_read(struct mring_reader *r, struct mring_status *out)
+{
+	const struct _mring_shm_hdr *h;
+	uint64_t dpos, dlost, behind;
+	uint32_t state;
+	int held;
+
+	if (!r || !out)
+		return -EINVAL;
+	h = r->hdr;
+	memset(out, 0, sizeof(*out));
+	/* acquire: pairs with the release store of state in mring_writer_close */
+	state = _mring_load_acquire(&h->state);
+	held = _mring_lock_held(r->fd, _MRING_LOCK_PRODUCER);
+	out->closed = state == _MRING_STATE_CLOSED;
+	out->alive = held == 1 && !out->closed;
+	out->pid = h->pid;
+	out->rank = h->rank;
+	memcpy(out->run, h->run, sizeof(out->run));
+	out->run[sizeof(out->run) - 1] = '\0';
+	out->capacity = r->capacity;
+	out->written = _mring_written(h, r->ring, r->capacity);
+	_mring_drainpos_read(h, &dpos, &dlost);
+	out->read = dpos;
+	out->dropped = _mring_load_relaxed(&h->dropped);
+	out->on_full = (int)h->on_full;
+	if (h->on_full == MRING_FULL_OVERWRITE) {
+		behind = out->written > r->capacity ? out->written - r->capacity : 0;
+		out->overwritten = dlost + (behind > dpos ? behind - dpos : 0);
+	}
+	out->step = _mring_load_relaxed(&h->step);
+	out->epoch = (uint32_t)_mring_load_relaxed(&h->epoch);
+	out->metrics = (uint32_t)mring_metric_count(r);
+	out->drainer = _mring_load_relaxed(&h->drainer) &&
+		       _mring_lock_held(r->fd, _MRING_LOCK_DRAINER) != 0;
+	out->step_wall_ns = (int64_t)_mring_load_relaxed(&h->step_wall_ns);
+	out->created_ns = h->created_ns;
+	return 0;
+}

@@ -1,0 +1,510 @@
+// SPDX-License-Identifier: MIT
+/*
+ * writer.c - the producer's setup, teardown and slow paths: creating and
+ * publishing a segment, waiting or dropping on a full ring, recording
+ * losses, closing an epoch, and detaching a forked child.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib.h"
+
+#define MRING_DEFAULT_MODE 0600u
+#define WAIT_LOCK_CHECK_EVERY 256u	/* backoff rounds between liveness checks */
+
+/* ---- fork: a child must not write into its parent's segment ---------- */
+
+static pthread_mutex_t writers_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mring_writer *writers;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&writers_lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&writers_lock);
+}
+
+/*
+ * In the child: swap the shared mapping for private anonymous memory at
+ * the same address (so stray inline stores land nowhere), drop the
+ * child's reference to the locked file description (so the parent's
+ * death is still seen), and make every entry point fail.
+ */
+static void atfork_child(void)
+{
+	struct mring_writer *w;
+
+	for (w = writers; w; w = w->next) {
+		mmap(w->map, w->map_size, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+		if (w->fd >= 0)
+			close(w->fd);
+		w->fd = -1;
+		w->forked = true;
+		w->limit = 0;
+		w->nmetrics = 0;
+	}
+	pthread_mutex_unlock(&writers_lock);
+}
+
+static void atfork_register(void)
+{
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static void writers_add(struct mring_writer *w)
+{
+	pthread_mutex_lock(&writers_lock);
+	w->next = writers;
+	writers = w;
+	pthread_mutex_unlock(&writers_lock);
+}
+
+static void writers_del(struct mring_writer *w)
+{
+	struct mring_writer **pp;
+
+	pthread_mutex_lock(&writers_lock);
+	for (pp = &writers; *pp; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&writers_lock);
+}
+
+/* ---- open ---------------------------------------------------------------- */
+
+static int config_resolve(const struct mring_config *in, struct mring_config *c)
+{
+	static const struct mring_config zero;
+
+	*c = in ? *in : zero;
+	if (!c->capacity)
+		c->capacity = MRING_DEFAULT_CAPACITY;
+	if (!c->max_metrics)
+		c->max_metrics = MRING_DEFAULT_MAX_METRICS;
+	if (!c->mode)
+		c->mode = MRING_DEFAULT_MODE;
+	if (c->capacity < MRING_MIN_CAPACITY || c->capacity > MRING_MAX_CAPACITY ||
+	    (c->capacity & (c->capacity - 1)))
+		return -EINVAL;
+	if (c->max_metrics > MRING_MAX_METRICS)
+		return -EINVAL;
+	if (c->on_full < MRING_FULL_DROP || c->on_full > MRING_FULL_WAIT)
+		return -EINVAL;
+	if (c->mode & ~0777u)
+		return -EINVAL;
+	if (c->flags & ~MRING_CFG_REPLACE)
+		return -EINVAL;
+	if (c->run)
+		return _mring_name_check(c->run);
+	return 0;
+}
+
+/*
+ * The name is taken.  Alive producer: -EBUSY.  Otherwise -EEXIST, or with
+ * MRING_CFG_REPLACE unlink it (only if it is an mring segment or an empty
+ * file left by a creator that died) and let the caller retry.
+ */
+static int existing_segment(const char *path, bool replace)
+{
+	uint64_t magic = 0;
+	struct stat st;
+	int fd, held;
+
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	held = _mring_lock_held(fd, _MRING_LOCK_PRODUCER);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EEXIST;
+	}
+	if (st.st_size >= (off_t)sizeof(magic) &&
+	    pread(fd, &magic, sizeof(magic), 0) != (ssize_t)sizeof(magic))
+		magic = 0;
+	close(fd);
+	if (held < 0)
+		return held;
+	if (held)
+		return -EBUSY;
+	if (!replace)
+		return -EEXIST;
+	if (st.st_size != 0 && magic != _MRING_MAGIC)
+		return -EEXIST;	/* not ours to delete */
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+static int create_file(const char *path, const struct mring_config *c)
+{
+	int attempt, fd, ret;
+
+	for (attempt = 0; attempt < 4; attempt++) {
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			  c->mode);
+		if (fd >= 0) {
+			/* lock first: from now on we look alive to everyone */
+			ret = _mring_lock_take(fd, _MRING_LOCK_PRODUCER);
+			if (ret < 0) {
+				close(fd);
+				return ret;
+			}
+			return fd;
+		}
+		if (errno != EEXIST)
+			return -errno;
+		ret = existing_segment(path, c->flags & MRING_CFG_REPLACE);
+		if (ret < 0)
+			return ret;
+	}
+	return -EBUSY;	/* lost the race to other creators every time */
+}
+
+static const char *base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s ? s + 1 : path;
+}
+
+static void header_init(struct mring_writer *w, const struct mring_config *c,
+			const struct _mring_geom *g, const char *path)
+{
+	struct _mring_shm_hdr *h = w->hdr;
+	const char *run = c->run ? c->run : base_name(path);
+
+	h->abi_major = _MRING_ABI_MAJOR;
+	h->abi_minor = _MRING_ABI_MINOR;
+	h->header_size = _MRING_HDR_SIZE;
+	h->record_size = _MRING_REC_SIZE;
+	h->capacity = c->capacity;
+	h->max_metrics = c->max_metrics;
+	h->metric_stride = _MRING_METRIC_STRIDE;
+	h->metrics_offset = g->metrics_offset;
+	h->ring_offset = g->ring_offset;
+	h->total_size = g->total_size;
+	h->pid = getpid();
+	h->rank = c->rank;
+	h->pid_start = _mring_proc_start(h->pid);
+	h->created_ns = _mring_now_ns();
+	h->on_full = (uint32_t)c->on_full;
+	h->cfg_flags = c->flags;
+	/* run names longer than 63 bytes were refused; base names are cut */
+	strncpy(h->run, run, MRING_NAME_MAX);
+	h->run[MRING_NAME_MAX] = '\0';
+	_mring_store_relaxed(&h->step_wall_ns, (uint64_t)h->created_ns);
+	_mring_store_relaxed(&h->state, _MRING_STATE_OPEN);
+}
+
+static int writer_alloc(struct mring_writer **out, const struct mring_config *c)
+{
+	struct mring_writer *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return -ENOMEM;
+	w->acc = calloc(c->max_metrics, sizeof(*w->acc));
+	if (!w->acc) {
+		free(w);
+		return -ENOMEM;
+	}
+	w->fd = -1;
+	*out = w;
+	return 0;
+}
+
+static void writer_free(struct mring_writer *w)
+{
+	free(w->names);
+	free(w->acc);
+	free(w);
+}
+
+int __mring_names_init(struct mring_writer *w);
+
+MRING_API int mring_writer_open(const char *path, const struct mring_config *cfg,
+				struct mring_writer **out)
+{
+	char file[PATH_MAX];
+	struct mring_config c;
+	struct _mring_geom g;
+	struct mring_writer *w;
+	void *map;
+	int fd, ret;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	ret = config_resolve(cfg, &c);
+	if (ret < 0)
+		return ret;
+	ret = _mring_path_resolve(path, file, sizeof(file));
+	if (ret < 0)
+		return ret;
+	ret = _mring_geom(c.capacity, c.max_metrics, &g);
+	if (ret < 0)
+		return ret;
+	ret = writer_alloc(&w, &c);
+	if (ret < 0)
+		return ret;
+	ret = __mring_names_init(w);
+	if (ret < 0)
+		goto err_free;
+
+	fd = create_file(file, &c);
+	if (fd < 0) {
+		ret = fd;
+		goto err_free;
+	}
+	/* exact mode, whatever the umask */
+	if (fchmod(fd, c.mode) < 0) {
+		ret = -errno;
+		goto err_unlink;
+	}
+	/* every page now: a sparse tmpfs file SIGBUSes the trainer when full */
+	ret = posix_fallocate(fd, 0, (off_t)g.total_size);
+	if (ret) {
+		ret = -ret;
+		goto err_unlink;
+	}
+	map = mmap(NULL, g.total_size, PROT_READ | PROT_WRITE,
+		   MAP_SHARED | MAP_POPULATE, fd, 0);
+	if (map == MAP_FAILED) {
+		ret = -errno;
+		goto err_unlink;
+	}
+
+	w->fd = fd;
+	w->map = map;
+	w->map_size = g.total_size;
+	w->hdr = map;
+	w->ring = (struct _mring_rec *)((char *)map + g.ring_offset);
+	w->capacity = c.capacity;
+	w->mask = c.capacity - 1;
+	w->max_metrics = c.max_metrics;
+	w->on_full = c.on_full;
+	w->pid = getpid();
+	w->limit = c.on_full == MRING_FULL_OVERWRITE ? UINT64_MAX : c.capacity - 1;
+	header_init(w, &c, &g, file);
+	w->wall_ns = w->hdr->created_ns;
+
+	/* release: the header is complete; pairs with the acquire load of
+	 * magic in mring_reader_open */
+	_mring_store_release(&w->hdr->magic, _MRING_MAGIC);
+
+	pthread_once(&atfork_once, atfork_register);
+	writers_add(w);
+	*out = w;
+	return 0;
+
+err_unlink:
+	unlink(file);
+	close(fd);
+err_free:
+	writer_free(w);
+	return ret;
+}
+
+/* ---- full ring ----------------------------------------------------------- */
+
+static bool drainer_alive(struct mring_writer *w)
+{
+	if (!_mring_load_relaxed(&w->hdr->drainer))
+		return false;
+	/* the flag outlives a crashed drainer; its lock does not */
+	return _mring_lock_held(w->fd, _MRING_LOCK_DRAINER) == 1;
+}
+
+static void backoff(unsigned round)
+{
+	struct timespec ts = { 0, 20000 };
+
+	if (round < 64)
+		_mring_cpu_relax();
+	else if (round < 256)
+		sched_yield();
+	else
+		nanosleep(&ts, NULL);
+}
+
+/*
+ * Room for @need records, keeping the last slot free for a LOST record
+ * (so one always fits at close).  Returns the tail seen, or -ENOBUFS.
+ */
+static int64_t room(struct mring_writer *w, uint64_t need)
+{
+	unsigned round;
+
+	for (round = 0;; round++) {
+		/* acquire: pairs with the release store of tail in
+		 * drainpos_publish; the drainer copied out what it passed */
+		uint64_t tail = _mring_load_acquire(&w->hdr->tail);
+
+		if (tail > w->head)	/* untrusted: never more room than empty */
+			tail = w->head;
+		if (w->head + need <= tail + w->capacity - 1)
+			return (int64_t)tail;
+		if (w->on_full != MRING_FULL_WAIT)
+			return -ENOBUFS;
+		if (round % WAIT_LOCK_CHECK_EVERY == 0 && !drainer_alive(w))
+			return -ENOBUFS;
+		backoff(round);
+	}
+}
+
+static void record_drop(struct mring_writer *w)
+{
+	w->lost++;
+	w->dropped++;
+	w->limit = 0;	/* every write goes through here until LOST is out */
+	_mring_store_relaxed(&w->hdr->dropped, w->dropped);
+	_mring_store_relaxed(&w->hdr->lost_pending_pos, w->head);
+	_mring_store_relaxed(&w->hdr->lost_pending, w->lost);
+	_mring_store_relaxed(&w->hdr->head, w->head);
+}
+
+/* Write the pending LOST record at head; the caller made room. */
+static void record_lost(struct mring_writer *w)
+{
+	_mring_rec_store(&w->ring[w->head & w->mask], w->head,
+			 w->meta_epoch | MRING_EV_LOST << 16 | _MRING_NO_METRIC,
+			 w->step, w->wall_ns, (double)w->lost);
+	w->head++;
+	w->lost = 0;
+	/* after the record: a dead producer's reader must not count it twice */
+	_mring_store_relaxed(&w->hdr->lost_pending, 0);
+}
+
+MRING_API int __mring_put_slow(struct mring_writer *w, uint64_t meta, double value)
+{
+	int64_t tail;
+
+	if (w->forked)
+		return -EPERM;
+	if (w->on_full == MRING_FULL_OVERWRITE) {
+		/* never full; only a closed handle gets here */
+		return -EPERM;
+	}
+	tail = room(w, w->lost ? 2 : 1);
+	if (tail < 0) {
+		record_drop(w);
+		return -ENOBUFS;
+	}
+	if (w->lost)
+		record_lost(w);
+	_mring_rec_store(&w->ring[w->head & w->mask], w->head, meta, w->step,
+			 w->wall_ns, value);
+	w->head++;
+	w->limit = (uint64_t)tail + w->capacity - 1;
+	_mring_store_relaxed(&w->hdr->head, w->head);
+	return 0;
+}
+
+MRING_API int __mring_bad_id(struct mring_writer *w, int id)
+{
+	(void)id;
+	return w->forked ? -EPERM : -EINVAL;
+}
+
+/* ---- epoch --------------------------------------------------------------- */
+
+static void epoch_publish(struct mring_writer *w, int id, struct _mring_acc *a)
+{
+	struct _mring_shm_metric *m = (struct _mring_shm_metric *)
+		((char *)w->map + w->hdr->metrics_offset) + id;
+	uint64_t seq = a->eseq + 1;
+
+	/* release fence: pairs with the acquire fence in _mring_latch_read */
+	_mring_fence_release();
+	_mring_stats_store(&m->epoch.copy[seq & 1], a, w->epoch);
+	/* release: pairs with the acquire load of seq in _mring_latch_read */
+	_mring_store_release(&m->epoch.seq, seq);
+	a->eseq = seq;
+}
+
+void __mring_acc_reset(struct _mring_acc *a)
+{
+	a->count = 0;
+	a->nonfinite = 0;
+	a->weight = 0;
+	a->sum = 0;
+	a->comp = 0;
+	a->min = NAN;
+	a->max = NAN;
+	a->last = NAN;
+	a->last_step = 0;
+}
+
+MRING_API int mring_epoch_end(struct mring_writer *w)
+{
+	uint32_t id;
+
+	if (!w)
+		return -EINVAL;
+	if (w->forked)
+		return -EPERM;
+	for (id = 0; id < w->nmetrics; id++) {
+		struct _mring_acc *a = &w->acc[id];
+
+		if (!(a->flags & MRING_ON_EPOCH))
+			continue;
+		epoch_publish(w, (int)id, a);
+		(void)_mring_put(w, w->meta_epoch | MRING_EV_EPOCH_VALUE << 16 | id,
+				 _mring_reduce(a->flags, a->count, a->weight, a->sum,
+					       a->comp, a->min, a->max));
+	}
+	(void)_mring_put(w, w->meta_epoch | MRING_EV_EPOCH_END << 16 | _MRING_NO_METRIC,
+			 0.0);
+	w->epoch++;
+	w->meta_epoch = (uint64_t)w->epoch << 32;
+	_mring_store_relaxed(&w->hdr->epoch, w->epoch);
+	for (id = 0; id < w->nmetrics; id++) {
+		__mring_acc_reset(&w->acc[id]);
+		_mring_acc_publish(&w->acc[id], w->epoch);
+	}
+	_mring_store_relaxed(&w->hdr->head, w->head);
+	return 0;
+}
+
+/* ---- close --------------------------------------------------------------- */
+
+MRING_API int mring_writer_close(struct mring_writer *w)
+{
+	int ret = 0;
+
+	if (!w)
+		return -EINVAL;
+	writers_del(w);
+	if (w->forked) {
+		ret = -EPERM;
+	} else {
+		/* the reserved slot guarantees room for the last LOST record */
+		if (w->lost)
+			record_lost(w);
+		_mring_store_relaxed(&w->hdr->head, w->head);
+		/* release: every record is visible to whoever sees CLOSED;
+		 * pairs with the acquire load of state in mring_status_read */
+		_mring_store_release(&w->hdr->state, _MRING_STATE_CLOSED);
+	}
+	munmap(w->map, w->map_size);
+	if (w->fd >= 0)
+		close(w->fd);	/* drops the producer lock */
+	writer_free(w);
+	return ret;
+}

@@ -59,6 +59,8 @@ extern "C" {
 #ifndef MRING_INLINE
 #define MRING_INLINE static inline
 #endif
+/* Internal helpers of the hot path: inlined whatever the optimizer thinks. */
+#define _MRING_HOT static inline __attribute__((always_inline))
 
 #define mring_likely(x)   __builtin_expect(!!(x), 1)
 #define mring_unlikely(x) __builtin_expect(!!(x), 0)
@@ -260,7 +262,7 @@ int __mring_bad_id(struct mring_writer *w, int id);
 /* ------------------------------------------------------------------ */
 
 /* Internal: append one record; slow path when the cached room is used up. */
-static inline int _mring_put(struct mring_writer *w, uint64_t meta, double value)
+_MRING_HOT int _mring_put(struct mring_writer *w, uint64_t meta, double value)
 {
 	uint64_t pos = w->head;
 
@@ -273,7 +275,7 @@ static inline int _mring_put(struct mring_writer *w, uint64_t meta, double value
 }
 
 /* Internal: feed one finite-or-not value into an ON_EPOCH accumulator. */
-static inline void _mring_acc_add(struct _mring_acc *a, double v, double wt,
+_MRING_HOT void _mring_acc_add(struct _mring_acc *a, double v, double wt,
 				 uint64_t step, uint32_t epoch)
 {
 	a->last = v;
@@ -320,18 +322,20 @@ MRING_INLINE int mring_log_weighted(struct mring_writer *w, int id,
 				    double value, double weight)
 {
 	struct _mring_acc *a;
+	uint32_t flags;
 
 	if (mring_unlikely((unsigned)id >= w->nmetrics))
 		return __mring_bad_id(w, id);
 	if (mring_unlikely(!(weight >= 0.0) || isinf(weight)))
 		return -EINVAL;
 	a = &w->acc[id];
-	if (a->flags & MRING_ON_EPOCH)
+	flags = a->flags;	/* once: the stores below are fenced */
+	if (flags & MRING_ON_EPOCH)
 		_mring_acc_add(a, value, weight, w->step,
 			       (uint32_t)(w->meta_epoch >> 32));
 	else
 		_mring_acc_note(a, value, w->step, w->meta_epoch >> 32);
-	if (!(a->flags & MRING_ON_STEP))
+	if (!(flags & MRING_ON_STEP))
 		return 0;
 	return _mring_put(w, w->meta_epoch | MRING_EV_VALUE << 16 | (unsigned)id,
 			  value);
@@ -351,16 +355,18 @@ MRING_INLINE int mring_log_weighted(struct mring_writer *w, int id,
 MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
 {
 	struct _mring_acc *a;
+	uint32_t flags;
 
 	if (mring_unlikely((unsigned)id >= w->nmetrics))
 		return __mring_bad_id(w, id);
 	a = &w->acc[id];
-	if (a->flags & MRING_ON_EPOCH)
+	flags = a->flags;	/* once: the stores below are fenced */
+	if (flags & MRING_ON_EPOCH)
 		_mring_acc_add(a, value, 1.0, w->step,
 			       (uint32_t)(w->meta_epoch >> 32));
 	else
 		_mring_acc_note(a, value, w->step, w->meta_epoch >> 32);
-	if (!(a->flags & MRING_ON_STEP))
+	if (!(flags & MRING_ON_STEP))
 		return 0;
 	return _mring_put(w, w->meta_epoch | MRING_EV_VALUE << 16 | (unsigned)id,
 			  value);

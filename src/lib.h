@@ -22,6 +22,7 @@ struct _mring_geom {
 };
 
 struct mring_reader {
+	struct _mring_shm_ident id;	/* checked private copy of the identity */
 	int fd;
 	unsigned flags;
 	void *map;
@@ -48,7 +49,7 @@ int _mring_name_check(const char *name);
 int _mring_lock_take(int fd, int byte);
 int _mring_lock_held(int fd, int byte);
 int _mring_geom(uint64_t capacity, uint32_t max_metrics, struct _mring_geom *g);
-int _mring_hdr_validate(const struct _mring_shm_hdr *h, uint64_t file_size);
+int _mring_ident_validate(const struct _mring_shm_ident *id, uint64_t file_size);
 int64_t _mring_now_ns(void);
 uint64_t _mring_proc_start(pid_t pid);
 uint64_t _mring_written(const struct _mring_shm_hdr *h,

@@ -82,8 +82,7 @@ static void stats_empty(struct _mring_shm_stats *c, uint32_t epoch)
 static void slot_publish(struct mring_writer *w, uint32_t id, const char *name,
 			 unsigned flags)
 {
-	struct _mring_shm_metric *m = (struct _mring_shm_metric *)
-		((char *)w->map + w->hdr->metrics_offset) + id;
+	struct _mring_shm_metric *m = &w->metrics[id];
 	struct _mring_acc *a = &w->acc[id];
 
 	memset(m->name, 0, sizeof(m->name));

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -15,56 +16,53 @@
 
 #include "lib.h"
 
+/* Copy the identity out of shared memory once; only the copy is used. */
+static void ident_copy(struct _mring_shm_ident *dst, const struct _mring_shm_hdr *h)
+{
+	memcpy(dst, (const char *)h + offsetof(struct _mring_shm_hdr, id), sizeof(*dst));
+	dst->run[sizeof(dst->run) - 1] = '\0';
+}
+
 /* Map the header page alone and decide whether the file is a segment. */
-static int header_probe(int fd, uint64_t file_size, uint64_t *total)
+static int header_probe(int fd, uint64_t file_size, struct _mring_shm_ident *id)
 {
 	struct _mring_shm_hdr *h;
 	uint64_t magic;
-	int ret;
 
 	h = mmap(NULL, _MRING_HDR_SIZE, PROT_READ, MAP_SHARED, fd, 0);
 	if (h == MAP_FAILED)
 		return -errno;
 	/* acquire: pairs with the release store of magic in mring_writer_open */
 	magic = _mring_load_acquire(&h->magic);
-	if (magic == 0)
-		ret = -EAGAIN;		/* being created */
-	else if (magic != _MRING_MAGIC)
-		ret = -EPROTO;
-	else
-		ret = _mring_hdr_validate(h, file_size);
-	*total = h->total_size;
+	ident_copy(id, h);
 	munmap(h, _MRING_HDR_SIZE);
-	return ret;
+	if (magic == 0)
+		return -EAGAIN;		/* being created */
+	if (magic != _MRING_MAGIC)
+		return -EPROTO;
+	return _mring_ident_validate(id, file_size);
 }
 
 static int reader_map(struct mring_reader *r, uint64_t file_size)
 {
 	int prot = PROT_READ | (r->flags & MRING_DRAIN ? PROT_WRITE : 0);
-	uint64_t total = 0;
 	void *map;
 	int ret;
 
-	ret = header_probe(r->fd, file_size, &total);
+	ret = header_probe(r->fd, file_size, &r->id);
 	if (ret < 0)
 		return ret;
-	map = mmap(NULL, total, prot, MAP_SHARED, r->fd, 0);
+	map = mmap(NULL, r->id.total_size, prot, MAP_SHARED, r->fd, 0);
 	if (map == MAP_FAILED)
 		return -errno;
 	r->map = map;
-	r->map_size = total;
+	r->map_size = r->id.total_size;
 	r->hdr = map;
-	/* the bytes may have changed since the probe: check the real map */
-	ret = _mring_hdr_validate(r->hdr, total);
-	if (ret < 0)
-		return ret;
-	if (r->hdr->total_size != total)
-		return -EBADMSG;
-	r->capacity = r->hdr->capacity;
+	r->capacity = r->id.capacity;
 	r->mask = r->capacity - 1;
-	r->max_metrics = r->hdr->max_metrics;
-	r->metrics = (struct _mring_shm_metric *)((char *)map + r->hdr->metrics_offset);
-	r->ring = (struct _mring_rec *)((char *)map + r->hdr->ring_offset);
+	r->max_metrics = r->id.max_metrics;
+	r->metrics = (struct _mring_shm_metric *)((char *)map + r->id.metrics_offset);
+	r->ring = (struct _mring_rec *)((char *)map + r->id.ring_offset);
 	return 0;
 }
 
@@ -78,6 +76,8 @@ static int drainer_attach(struct mring_reader *r)
 		return ret;
 	_mring_drainpos_read(r->hdr, &pos, &lost);
 	written = _mring_written(r->hdr, r->ring, r->capacity);
+	/* untrusted: a position past the data would let the producer
+	 * overwrite records nobody read */
 	if (pos > written)
 		return -EBADMSG;
 	r->pos = pos;
@@ -332,10 +332,25 @@ static int seal_dead_producer(struct mring_reader *r, struct mring_event *ev)
 	return 2;
 }
 
+/*
+ * Overrun: the slot at r->pos holds position stamp-1 >= pos + capacity,
+ * so everything up to stamp-1-capacity is gone; so is everything more
+ * than a ring behind the producer's current position.
+ */
+static uint64_t lap_skip(struct mring_reader *r, uint64_t stamp)
+{
+	uint64_t next = stamp - r->capacity;
+	uint64_t written = _mring_written(r->hdr, r->ring, r->capacity);
+
+	if (written > r->capacity && written - r->capacity > next)
+		next = written - r->capacity;
+	return next;
+}
+
 MRING_API int mring_read(struct mring_reader *r, struct mring_event *ev, int max)
 {
 	struct rec_copy c;
-	int n = 0, ret = 0;
+	int n = 0, ret = 0, gap = -2;
 
 	if (!r || !ev || max < 0)
 		return -EINVAL;
@@ -350,11 +365,16 @@ MRING_API int mring_read(struct mring_reader *r, struct mring_event *ev, int max
 			r->pos++;
 			n++;
 		} else if (ret == 2) {
-			/* lapped: every position up to stamp-1-capacity is gone */
-			uint64_t next = c.stamp - r->capacity;
+			uint64_t next = lap_skip(r, c.stamp);
 
 			if (r->started || (r->flags & MRING_DRAIN)) {
-				lost_event(r, &ev[n++], r->pos, next - r->pos);
+				/* one LOST per gap, however many slots told us */
+				if (gap == n - 1) {
+					ev[gap].value += (double)(next - r->pos);
+				} else {
+					lost_event(r, &ev[n], r->pos, next - r->pos);
+					gap = n++;
+				}
 				r->lost += next - r->pos;
 			}
 			r->pos = next;

@@ -108,11 +108,12 @@ int _mring_geom(uint64_t capacity, uint32_t max_metrics, struct _mring_geom *g)
 }
 
 /*
- * Is this header a segment we can read?  Every field that sizes or places
- * anything is recomputed from first principles and compared, so a reader
- * never indexes outside the mapping whatever the bytes say.
+ * Is this identity (a private copy, never the shared bytes) a segment we
+ * can read?  Every field that sizes or places anything is recomputed from
+ * first principles and compared, so a reader never indexes outside the
+ * mapping whatever the bytes say.
  */
-int _mring_hdr_validate(const struct _mring_shm_hdr *h, uint64_t file_size)
+int _mring_ident_validate(const struct _mring_shm_ident *h, uint64_t file_size)
 {
 	struct _mring_geom g;
 
@@ -169,23 +170,42 @@ uint64_t _mring_proc_start(pid_t pid)
 	return start;
 }
 
+static bool committed(const struct _mring_rec *ring, uint64_t mask, uint64_t pos)
+{
+	/* acquire: pairs with the release store of stamp in _mring_rec_store */
+	return _mring_load_acquire(&ring[pos & mask].stamp) == pos + 1;
+}
+
 /*
- * How many records are committed: the published head is a hint (the
- * producer stores it at step boundaries); extend it by the commit stamps,
- * which are the truth, at most one ring's worth.
+ * How many records are committed.  The published head is a hint: the
+ * producer stores it at least every quarter ring (and at each step), so
+ * the frontier is less than a ring past it; the commit stamps are the
+ * truth.  Gallop, then bisect: O(log capacity) stamp loads.  With the
+ * producer running, the answer is the frontier at some instant of the
+ * call.
  */
 uint64_t _mring_written(const struct _mring_shm_hdr *h,
 			const struct _mring_rec *ring, uint64_t capacity)
 {
-	uint64_t pos = _mring_load_relaxed(&h->head);
-	uint64_t n;
+	uint64_t lo = _mring_load_relaxed(&h->head);
+	uint64_t mask = capacity - 1, step = 1, hi;
 
-	for (n = 0; n < capacity; n++, pos++) {
-		/* acquire: pairs with the release store of stamp in _mring_rec_store */
-		if (_mring_load_acquire(&ring[pos & (capacity - 1)].stamp) != pos + 1)
-			break;
+	if (!committed(ring, mask, lo))
+		return lo;
+	while (step < capacity && committed(ring, mask, lo + step)) {
+		lo += step;
+		step <<= 1;
 	}
-	return pos;
+	hi = lo + (step < capacity ? step : capacity);
+	while (hi - lo > 1) {		/* committed(lo), not committed(hi) */
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		if (committed(ring, mask, mid))
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo + 1;
 }
 
 void _mring_drainpos_read(const struct _mring_shm_hdr *h, uint64_t *pos,

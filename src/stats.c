@@ -77,7 +77,7 @@ static void stats_fill(struct mring_stats *out, const struct _mring_shm_stats *c
 	out->count = _mring_load_relaxed(&c->count);
 	out->nonfinite = _mring_load_relaxed(&c->nonfinite);
 	out->weight = _mring_bitsd(_mring_load_relaxed(&c->weight));
-	out->sum = sum + comp;
+	out->sum = _mring_total(sum, comp);
 	out->min = _mring_bitsd(_mring_load_relaxed(&c->min));
 	out->max = _mring_bitsd(_mring_load_relaxed(&c->max));
 	out->last = _mring_bitsd(_mring_load_relaxed(&c->last));
@@ -159,26 +159,27 @@ MRING_API int mring_status_read(struct mring_reader *r, struct mring_status *out
 	held = _mring_lock_held(r->fd, _MRING_LOCK_PRODUCER);
 	out->closed = state == _MRING_STATE_CLOSED;
 	out->alive = held == 1 && !out->closed;
-	out->pid = h->pid;
-	out->rank = h->rank;
-	memcpy(out->run, h->run, sizeof(out->run));
-	out->run[sizeof(out->run) - 1] = '\0';
+	out->pid = r->id.pid;
+	out->rank = r->id.rank;
+	memcpy(out->run, r->id.run, sizeof(out->run));
 	out->capacity = r->capacity;
 	out->written = _mring_written(h, r->ring, r->capacity);
 	_mring_drainpos_read(h, &dpos, &dlost);
 	out->read = dpos;
 	out->dropped = _mring_load_relaxed(&h->dropped);
-	out->on_full = (int)h->on_full;
-	if (h->on_full == MRING_FULL_OVERWRITE) {
+	out->on_full = (int)r->id.on_full;
+	if (r->id.on_full == MRING_FULL_OVERWRITE) {
 		behind = out->written > r->capacity ? out->written - r->capacity : 0;
 		out->overwritten = dlost + (behind > dpos ? behind - dpos : 0);
 	}
 	out->step = _mring_load_relaxed(&h->step);
 	out->epoch = (uint32_t)_mring_load_relaxed(&h->epoch);
 	out->metrics = (uint32_t)mring_metric_count(r);
-	out->drainer = _mring_load_relaxed(&h->drainer) &&
-		       _mring_lock_held(r->fd, _MRING_LOCK_DRAINER) != 0;
+	/* a description never sees its own lock: the drainer asks itself */
+	out->drainer = (r->flags & MRING_DRAIN) ||
+		       (_mring_load_relaxed(&h->drainer) &&
+			_mring_lock_held(r->fd, _MRING_LOCK_DRAINER) == 1);
 	out->step_wall_ns = (int64_t)_mring_load_relaxed(&h->step_wall_ns);
-	out->created_ns = h->created_ns;
+	out->created_ns = r->id.created_ns;
 	return 0;
 }

@@ -145,28 +145,43 @@ static int existing_segment(const char *path, bool replace)
 		return -EBUSY;
 	if (!replace)
 		return -EEXIST;
-	if (st.st_size != 0 && magic != _MRING_MAGIC)
-		return -EEXIST;	/* not ours to delete */
+	/* ours: a segment, or a creator that died before publishing (magic
+	 * still 0, size 0 or whole pages); anything else is not ours */
+	if (magic != _MRING_MAGIC && !(magic == 0 && st.st_size % 4096 == 0))
+		return -EEXIST;
 	if (unlink(path) < 0 && errno != ENOENT)
 		return -errno;
 	return 0;
+}
+
+/*
+ * Did we lock the file that is at @path?  A replacing creator may have
+ * unlinked it between our O_EXCL open and our lock.
+ */
+static bool still_linked(int fd, const char *path)
+{
+	struct stat a, b;
+
+	return fstat(fd, &a) == 0 && lstat(path, &b) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 static int create_file(const char *path, const struct mring_config *c)
 {
 	int attempt, fd, ret;
 
-	for (attempt = 0; attempt < 4; attempt++) {
+	for (attempt = 0; attempt < 8; attempt++) {
 		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 			  c->mode);
 		if (fd >= 0) {
 			/* lock first: from now on we look alive to everyone */
 			ret = _mring_lock_take(fd, _MRING_LOCK_PRODUCER);
-			if (ret < 0) {
-				close(fd);
+			if (ret == 0 && still_linked(fd, path))
+				return fd;
+			close(fd);
+			if (ret < 0 && ret != -EBUSY)
 				return ret;
-			}
-			return fd;
+			continue;
 		}
 		if (errno != EEXIST)
 			return -errno;
@@ -187,30 +202,31 @@ static const char *base_name(const char *path)
 static void header_init(struct mring_writer *w, const struct mring_config *c,
 			const struct _mring_geom *g, const char *path)
 {
-	struct _mring_shm_hdr *h = w->hdr;
+	struct _mring_shm_ident *id = &w->hdr->id;
 	const char *run = c->run ? c->run : base_name(path);
 
-	h->abi_major = _MRING_ABI_MAJOR;
-	h->abi_minor = _MRING_ABI_MINOR;
-	h->header_size = _MRING_HDR_SIZE;
-	h->record_size = _MRING_REC_SIZE;
-	h->capacity = c->capacity;
-	h->max_metrics = c->max_metrics;
-	h->metric_stride = _MRING_METRIC_STRIDE;
-	h->metrics_offset = g->metrics_offset;
-	h->ring_offset = g->ring_offset;
-	h->total_size = g->total_size;
-	h->pid = getpid();
-	h->rank = c->rank;
-	h->pid_start = _mring_proc_start(h->pid);
-	h->created_ns = _mring_now_ns();
-	h->on_full = (uint32_t)c->on_full;
-	h->cfg_flags = c->flags;
+	id->abi_major = _MRING_ABI_MAJOR;
+	id->abi_minor = _MRING_ABI_MINOR;
+	id->header_size = _MRING_HDR_SIZE;
+	id->record_size = _MRING_REC_SIZE;
+	id->capacity = c->capacity;
+	id->max_metrics = c->max_metrics;
+	id->metric_stride = _MRING_METRIC_STRIDE;
+	id->metrics_offset = g->metrics_offset;
+	id->ring_offset = g->ring_offset;
+	id->total_size = g->total_size;
+	id->pid = getpid();
+	id->rank = c->rank;
+	id->pid_start = _mring_proc_start(id->pid);
+	id->created_ns = _mring_now_ns();
+	id->on_full = (uint32_t)c->on_full;
+	id->cfg_flags = c->flags;
 	/* run names longer than 63 bytes were refused; base names are cut */
-	strncpy(h->run, run, MRING_NAME_MAX);
-	h->run[MRING_NAME_MAX] = '\0';
-	_mring_store_relaxed(&h->step_wall_ns, (uint64_t)h->created_ns);
-	_mring_store_relaxed(&h->state, _MRING_STATE_OPEN);
+	strncpy(id->run, run, MRING_NAME_MAX);
+	id->run[MRING_NAME_MAX] = '\0';
+	w->wall_ns = id->created_ns;
+	_mring_store_relaxed(&w->hdr->step_wall_ns, (uint64_t)id->created_ns);
+	_mring_store_relaxed(&w->hdr->state, _MRING_STATE_OPEN);
 }
 
 static int writer_alloc(struct mring_writer **out, const struct mring_config *c)
@@ -237,6 +253,7 @@ static void writer_free(struct mring_writer *w)
 }
 
 int __mring_names_init(struct mring_writer *w);
+static void limit_reset(struct mring_writer *w, uint64_t tail);
 
 MRING_API int mring_writer_open(const char *path, const struct mring_config *cfg,
 				struct mring_writer **out)
@@ -263,6 +280,7 @@ MRING_API int mring_writer_open(const char *path, const struct mring_config *cfg
 	ret = writer_alloc(&w, &c);
 	if (ret < 0)
 		return ret;
+	w->max_metrics = c.max_metrics;
 	ret = __mring_names_init(w);
 	if (ret < 0)
 		goto err_free;
@@ -300,9 +318,9 @@ MRING_API int mring_writer_open(const char *path, const struct mring_config *cfg
 	w->max_metrics = c.max_metrics;
 	w->on_full = c.on_full;
 	w->pid = getpid();
-	w->limit = c.on_full == MRING_FULL_OVERWRITE ? UINT64_MAX : c.capacity - 1;
+	w->metrics = (struct _mring_shm_metric *)((char *)map + g.metrics_offset);
 	header_init(w, &c, &g, file);
-	w->wall_ns = w->hdr->created_ns;
+	limit_reset(w, 0);
 
 	/* release: the header is complete; pairs with the acquire load of
 	 * magic in mring_reader_open */
@@ -362,6 +380,8 @@ static int64_t room(struct mring_writer *w, uint64_t need)
 			return (int64_t)tail;
 		if (w->on_full != MRING_FULL_WAIT)
 			return -ENOBUFS;
+		/* round 0 too: a drainer that died must not cost a backoff
+		 * per record; waiting is the slow path anyway */
 		if (round % WAIT_LOCK_CHECK_EVERY == 0 && !drainer_alive(w))
 			return -ENOBUFS;
 		backoff(round);
@@ -391,28 +411,42 @@ static void record_lost(struct mring_writer *w)
 	_mring_store_relaxed(&w->hdr->lost_pending, 0);
 }
 
+/*
+ * The fast path runs while head < limit.  limit is the end of the room
+ * known from the last tail load, and at most a quarter ring ahead, so
+ * the slow path also comes by often enough to publish the head hint
+ * (readers find the commit frontier from it in O(log capacity)).
+ */
+static void limit_reset(struct mring_writer *w, uint64_t tail)
+{
+	uint64_t quarter = w->capacity / 4;
+	uint64_t room_end = tail + w->capacity - 1;
+
+	w->limit = w->head + quarter;
+	if (w->on_full != MRING_FULL_OVERWRITE && room_end < w->limit)
+		w->limit = room_end;
+	_mring_store_relaxed(&w->hdr->head, w->head);
+}
+
 MRING_API int __mring_put_slow(struct mring_writer *w, uint64_t meta, double value)
 {
-	int64_t tail;
+	int64_t tail = 0;
 
 	if (w->forked)
 		return -EPERM;
-	if (w->on_full == MRING_FULL_OVERWRITE) {
-		/* never full; only a closed handle gets here */
-		return -EPERM;
+	if (w->on_full != MRING_FULL_OVERWRITE) {
+		tail = room(w, w->lost ? 2 : 1);
+		if (tail < 0) {
+			record_drop(w);
+			return -ENOBUFS;
+		}
+		if (w->lost)
+			record_lost(w);
 	}
-	tail = room(w, w->lost ? 2 : 1);
-	if (tail < 0) {
-		record_drop(w);
-		return -ENOBUFS;
-	}
-	if (w->lost)
-		record_lost(w);
 	_mring_rec_store(&w->ring[w->head & w->mask], w->head, meta, w->step,
 			 w->wall_ns, value);
 	w->head++;
-	w->limit = (uint64_t)tail + w->capacity - 1;
-	_mring_store_relaxed(&w->hdr->head, w->head);
+	limit_reset(w, (uint64_t)tail);
 	return 0;
 }
 
@@ -426,8 +460,7 @@ MRING_API int __mring_bad_id(struct mring_writer *w, int id)
 
 static void epoch_publish(struct mring_writer *w, int id, struct _mring_acc *a)
 {
-	struct _mring_shm_metric *m = (struct _mring_shm_metric *)
-		((char *)w->map + w->hdr->metrics_offset) + id;
+	struct _mring_shm_metric *m = &w->metrics[id];
 	uint64_t seq = a->eseq + 1;
 
 	/* release fence: pairs with the acquire fence in _mring_latch_read */

@@ -81,7 +81,8 @@ int main(int argc, char **argv)
 				/* Lightning's naming: name_epoch only when also logged per step */
 				printf("  epoch %u at step %llu: %s%s = %.6f\n", e->epoch,
 				       (unsigned long long)e->step, metric_name(r, e->metric),
-				       flags[e->metric] & MRING_ON_STEP ? "_epoch" : "",
+				       e->metric < MAX_SHOWN && flags[e->metric] & MRING_ON_STEP ?
+				       "_epoch" : "",
 				       e->value);
 				break;
 			case MRING_EV_EPOCH_END:

@@ -7,7 +7,7 @@
  * writes it and which orders pair).  It holds offsets, never pointers.
  * A reader treats every byte of it as untrusted input.
  *
- *   0      header (4 KiB): identity, producer line, drainer line
+ *   0      header (4 KiB): identity, producer, drainer and loss lines
  *   4096   metrics: max_metrics slots of MRING_METRIC_STRIDE bytes
  *   ring   capacity records of MRING_REC_SIZE bytes (page aligned)
  *
@@ -100,9 +100,12 @@ struct _mring_shm_drainpos {
 	} copy[2];
 };
 
-struct _mring_shm_hdr {
-	/* identity: written once by the creator, before magic (@0..255) */
-	_mring_u64 magic;		/* published last (release) */
+/*
+ * Identity: written once by the creator before magic is published, never
+ * again.  Plain fields: a reader copies them once, checks the copy, and
+ * uses only the copy.
+ */
+struct _mring_shm_ident {
 	uint32_t abi_major;
 	uint32_t abi_minor;
 	uint32_t header_size;
@@ -119,28 +122,40 @@ struct _mring_shm_hdr {
 	int64_t created_ns;
 	uint32_t on_full;
 	uint32_t cfg_flags;
-	char pad0[128 - 96];
-	char run[64];			/* @128 NUL-terminated run name */
-	char pad1[256 - 192];
+	char run[64];			/* NUL-terminated run name */
+};
 
-	/* producer line (@256): written only by the producer */
+struct _mring_shm_hdr {
+	_mring_u64 magic;		/* @0, published last (release) */
+	struct _mring_shm_ident id;	/* @8 */
+	char pad0[256 - 8 - sizeof(struct _mring_shm_ident)];
+
+	/* producer line (@256): the producer writes it at every step */
 	_mring_u32 state;
 	_mring_u32 nmetrics;		/* release after a slot is READY */
 	_mring_u64 head;		/* published write position (a hint) */
 	_mring_u64 step;
 	_mring_u64 step_wall_ns;
 	_mring_u64 epoch;
-	_mring_u64 dropped;
-	_mring_u64 lost_pending;	/* drops not yet in a LOST record */
-	_mring_u64 lost_pending_pos;	/* where that LOST record goes */
-	char pad2[384 - 320];
+	char pad1[384 - 296];
 
 	/* drainer line (@384): written only by the drainer */
 	_mring_u64 tail;		/* release: records < tail are consumed */
 	_mring_u32 drainer;		/* 1 while a drainer is attached */
-	uint32_t pad3;
+	uint32_t pad2;
 	struct _mring_shm_drainpos dpos;
-	char pad4[4096 - 440];
+	char pad3[512 - 440];
+
+	/*
+	 * loss line (@512): the producer writes it only when it drops; a
+	 * drainer polls it when the ring is empty, so it must not share a
+	 * line with the per-step fields.  After the producer died, the
+	 * drainer clears lost_pending once it wrote the record itself.
+	 */
+	_mring_u64 dropped;
+	_mring_u64 lost_pending;	/* drops not yet in a LOST record */
+	_mring_u64 lost_pending_pos;	/* where that LOST record goes */
+	char pad4[4096 - 536];
 };
 
 _Static_assert(sizeof(struct _mring_rec) == _MRING_REC_SIZE, "record size");
@@ -149,6 +164,8 @@ _Static_assert(sizeof(struct _mring_shm_metric) == _MRING_METRIC_STRIDE, "metric
 _Static_assert(sizeof(struct _mring_shm_hdr) == _MRING_HDR_SIZE, "header size");
 _Static_assert(offsetof(struct _mring_shm_hdr, state) == 256, "producer line");
 _Static_assert(offsetof(struct _mring_shm_hdr, tail) == 384, "drainer line");
+_Static_assert(offsetof(struct _mring_shm_hdr, dropped) == 512, "loss line");
+_Static_assert(sizeof(struct _mring_shm_ident) <= 248, "identity fits");
 _Static_assert(offsetof(struct _mring_shm_metric, live) == 128, "live latch");
 
 #endif /* MRING_LAYOUT_H */

@@ -39,7 +39,7 @@ struct _mring_acc {
 struct _mring_name_slot;
 
 struct mring_writer {
-	/* hot: read by every mring_log(), kept on one cache line */
+	/* hot: read by every mring_log(), the first 80 bytes */
 	uint64_t head;			/* next ring position */
 	uint64_t limit;			/* head < limit: room without a tail load */
 	uint64_t mask;			/* capacity - 1 */
@@ -63,6 +63,7 @@ struct mring_writer {
 	bool forked;
 	void *map;
 	size_t map_size;
+	struct _mring_shm_metric *metrics;	/* private copy of the offset */
 	struct _mring_name_slot *names;	/* name -> id hash, private */
 	uint32_t names_mask;
 	struct mring_writer *next;	/* atfork list */
@@ -73,7 +74,7 @@ struct mring_writer {
  * observer copying this slot from an older lap sees it change; the
  * fields follow, then the stamp that commits them.
  */
-static inline void _mring_rec_store(struct _mring_rec *r, uint64_t pos,
+static inline __attribute__((always_inline)) void _mring_rec_store(struct _mring_rec *r, uint64_t pos,
 				    uint64_t meta, uint64_t step,
 				    int64_t wall_ns, double value)
 {
@@ -88,7 +89,7 @@ static inline void _mring_rec_store(struct _mring_rec *r, uint64_t pos,
 	_mring_store_release(&r->stamp, pos + 1);
 }
 
-static inline void _mring_stats_store(struct _mring_shm_stats *c,
+static inline __attribute__((always_inline)) void _mring_stats_store(struct _mring_shm_stats *c,
 				      const struct _mring_acc *a, uint32_t epoch)
 {
 	_mring_store_relaxed(&c->epoch, epoch);
@@ -104,7 +105,7 @@ static inline void _mring_stats_store(struct _mring_shm_stats *c,
 }
 
 /* Publish the whole accumulator into the copy seq + 1 selects. */
-static inline void _mring_acc_publish(struct _mring_acc *a, uint32_t epoch)
+static inline __attribute__((always_inline)) void _mring_acc_publish(struct _mring_acc *a, uint32_t epoch)
 {
 	struct _mring_shm_latch *l = a->live;
 	uint64_t seq = a->seq + 1;
@@ -122,7 +123,7 @@ static inline void _mring_acc_publish(struct _mring_acc *a, uint32_t epoch)
  * ON_STEP-only metric: keep last, last_step and the counts.  Only the
  * fields that can differ between the two copies are written.
  */
-static inline void _mring_acc_note(struct _mring_acc *a, double v,
+static inline __attribute__((always_inline)) void _mring_acc_note(struct _mring_acc *a, double v,
 				   uint64_t step, uint32_t epoch)
 {
 	struct _mring_shm_latch *l = a->live;
@@ -145,6 +146,15 @@ static inline void _mring_acc_note(struct _mring_acc *a, double v,
 	a->seq = seq;
 }
 
+/*
+ * A compensated sum's value.  Once the running sum overflowed to +-Inf
+ * the compensation term is meaningless (Inf - Inf); the sum says it all.
+ */
+static inline double _mring_total(double sum, double comp)
+{
+	return isfinite(sum) ? sum + comp : sum;
+}
+
 /* The epoch reduction of an accumulator; NaN when it is empty. */
 static inline double _mring_reduce(uint32_t flags, uint64_t count, double weight,
 				   double sum, double comp, double min, double max)
@@ -152,18 +162,21 @@ static inline double _mring_reduce(uint32_t flags, uint64_t count, double weight
 	if (!count)
 		return NAN;
 	if (flags & MRING_SUM)
-		return sum + comp;
+		return _mring_total(sum, comp);
 	if (flags & MRING_MIN)
 		return min;
 	if (flags & MRING_MAX)
 		return max;
 	if (flags & MRING_MEAN)
-		return weight > 0 ? (sum + comp) / weight : NAN;
+		return weight > 0 ? _mring_total(sum, comp) / weight : NAN;
 	return NAN;			/* ON_STEP only: no reduction */
 }
 
-/* Neumaier's compensated sum: exact to ~1 ulp of the true sum. */
-static inline void _mring_neumaier(double *sum, double *comp, double x)
+/*
+ * Neumaier's compensated sum: the error no longer grows with the count
+ * (about one rounding of the total for sums of like-signed terms).
+ */
+static inline __attribute__((always_inline)) void _mring_neumaier(double *sum, double *comp, double x)
 {
 	double s = *sum, t = s + x;
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# See mring working: a pretend training loop logs every step through
+# mring while a separate reader process drains the ring and prints the
+# values and the epoch results.  On a fresh Debian 12 machine, as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for p in cmake gcc make; do
+	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if ((${#need[@]})); then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
+cmake --build build-demo -j"$(nproc)" --target demo_train demo_read >/dev/null
+
+seg="mring-demo-$$"
+trap 'rm -f "${MRING_DIR:-/dev/shm}/$seg"' EXIT
+# the reader starts first and waits for the segment, like a sidecar would
+build-demo/demo_read "$seg" &
+reader=$!
+build-demo/demo_train "$seg" 3 8 20000    # 3 epochs of 8 steps, 20 ms each
+wait "$reader"

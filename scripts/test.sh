@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Build mring and pass every test: a normal build, an ASan+UBSan build,
+# and an install check (pkg-config and the CMake package).
+# On a fresh Debian 12 machine, as root: installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for p in cmake gcc make pkg-config libcriterion-dev; do
+	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if ((${#need[@]})); then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
+jobs=$(nproc)
+echo "== build and test (RelWithDebInfo)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure
+
+echo "== build and test under AddressSanitizer + UndefinedBehaviorSanitizer"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug \
+	-DMRING_SANITIZE=address,undefined >/dev/null
+cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	ctest --test-dir build-asan --output-on-failure
+
+echo "== install check: pkg-config and find_package(mring)"
+prefix=$(mktemp -d)
+trap 'rm -rf "$prefix"' EXIT
+cmake --install build --prefix "$prefix" >/dev/null
+cat > "$prefix/use.c" <<'C'
+#include <mring.h>
+int main(void) { return mring_strerror(-EBUSY)[0] == '\0'; }
+C
+PKG_CONFIG_PATH="$prefix/lib/pkgconfig:$prefix/lib/$(gcc -print-multiarch)/pkgconfig" \
+	sh -c 'cc -std=c11 -o "$0/use" "$0/use.c" $(pkg-config --cflags --libs mring)' "$prefix"
+LD_LIBRARY_PATH="$prefix/lib:$prefix/lib/$(gcc -print-multiarch)" "$prefix/use"
+mkdir -p "$prefix/cm"
+cat > "$prefix/cm/CMakeLists.txt" <<'CM'
+cmake_minimum_required(VERSION 3.20)
+project(use C)
+find_package(mring REQUIRED)
+add_executable(use ../use.c)
+target_link_libraries(use PRIVATE mring::mring_static)
+CM
+cmake -S "$prefix/cm" -B "$prefix/cm/b" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$prefix/cm/b" >/dev/null
+"$prefix/cm/b/use"
+echo "install check passed"

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * helpers.h - shared by the Criterion tests: unique segment names (each
+ * test runs in its own forked process), cleanup, and small readers.
+ */
+#ifndef MRING_TEST_HELPERS_H
+#define MRING_TEST_HELPERS_H
+
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mring.h>
+
+/* A name unique to this test process; the file is removed at exit. */
+static char seg_path[256];
+
+static void seg_cleanup(void)
+{
+	if (seg_path[0])
+		unlink(seg_path);
+}
+
+static inline const char *seg_name(const char *tag)
+{
+	static char name[128];
+	const char *dir = getenv("MRING_DIR");
+
+	snprintf(name, sizeof(name), "mring-test-%s-%d", tag, (int)getpid());
+	snprintf(seg_path, sizeof(seg_path), "%s/%s", dir && *dir ? dir : "/dev/shm", name);
+	unlink(seg_path);
+	atexit(seg_cleanup);
+	return name;
+}
+
+#define CHECK_OK(expr) do {						\
+	int _r = (expr);						\
+	cr_assert(_r >= 0, "%s: %s (%d)", #expr, mring_strerror(_r), _r); \
+} while (0)
+
+static inline struct mring_writer *open_writer(const char *name, uint64_t cap,
+					       int on_full)
+{
+	struct mring_config cfg = { .capacity = cap, .on_full = on_full };
+	struct mring_writer *w = NULL;
+
+	CHECK_OK(mring_writer_open(name, &cfg, &w));
+	return w;
+}
+
+static inline struct mring_reader *open_reader(const char *name, unsigned flags)
+{
+	struct mring_reader *r = NULL;
+
+	CHECK_OK(mring_reader_open(name, flags, &r));
+	return r;
+}
+
+/* Read everything ready now into @ev (at most @max). */
+static inline int read_all(struct mring_reader *r, struct mring_event *ev, int max)
+{
+	int n = 0, k = 0;
+
+	while (n < max && (k = mring_read(r, ev + n, max - n)) > 0)
+		n += k;
+	cr_assert(k >= 0 || n == max, "mring_read: %s", mring_strerror(k));
+	return n;
+}
+
+static inline void sleep_us(long us)
+{
+	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
+
+	nanosleep(&ts, NULL);
+}
+
+static inline int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+#endif

@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_crash.c - processes killed at random instants: a producer loses
+ * nothing whose mring_log() returned and never leaves a torn record; a
+ * dead producer's unwritten drops are reported exactly once; a drainer
+ * resumes exactly after what it had read.
+ */
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#include "helpers.h"
+
+struct shared {
+	_Atomic uint64_t ready;
+	_Atomic uint64_t returned;	/* producer: logs that returned 0 */
+	_Atomic uint64_t dropped;
+	_Atomic uint64_t start[64];	/* drainer k: first seq it got */
+	_Atomic uint64_t end[64];	/* drainer k: seq after its last reported */
+	_Atomic uint8_t seen[40000];
+};
+
+static struct shared *shared_page(void)
+{
+	struct shared *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
+				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(s, MAP_FAILED);
+	return s;
+}
+
+static uint64_t seed = 88172645463325252ull;
+
+static uint64_t rnd(void)
+{
+	seed ^= seed << 13;
+	seed ^= seed >> 7;
+	seed ^= seed << 17;
+	return seed;
+}
+
+static void produce_until_killed(const char *name, struct shared *sh)
+{
+	struct mring_writer *w = open_writer(name, 1 << 17, MRING_FULL_DROP);
+	int id = mring_metric(w, "loss", MRING_ON_STEP | MRING_ON_EPOCH);
+
+	atomic_store(&sh->ready, 1);
+	for (uint64_t i = 0; i < 60000; i++) {
+		if (i % 4 == 0)
+			mring_step(w, i / 4);
+		if (mring_log(w, id, (double)i) == 0)
+			atomic_store_explicit(&sh->returned, i + 1, memory_order_release);
+	}
+	for (;;)
+		pause();
+}
+
+Test(crash, a_killed_producer_loses_nothing_that_returned, .timeout = 120)
+{
+	struct shared *sh = shared_page();
+
+	for (int trial = 0; trial < 40; trial++) {
+		char name[128];
+		struct mring_event ev[512];
+		struct mring_reader *r;
+		struct mring_status st;
+		struct mring_stats ss;
+		uint64_t values = 0, returned;
+		pid_t pid;
+		int n;
+
+		snprintf(name, sizeof(name), "%s", seg_name("prodkill"));
+		atomic_store(&sh->ready, 0);
+		atomic_store(&sh->returned, 0);
+		pid = fork();
+		if (pid == 0)
+			produce_until_killed(name, sh);
+		while (!atomic_load(&sh->ready))
+			sched_yield();
+		sleep_us((long)(rnd() % 1500));
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		returned = atomic_load(&sh->returned);
+
+		r = open_reader(name, MRING_DRAIN);
+		while ((n = mring_read(r, ev, 512)) > 0) {
+			for (int i = 0; i < n; i++) {
+				cr_assert_neq(ev[i].kind, MRING_EV_LOST, "trial %d", trial);
+				if (ev[i].kind != MRING_EV_VALUE)
+					continue;
+				/* in order, none missing, none torn */
+				cr_assert_eq(ev[i].value, (double)values, "trial %d", trial);
+				cr_assert_eq(ev[i].step, values / 4, "trial %d", trial);
+				values++;
+			}
+		}
+		cr_assert_eq(n, 0, "trial %d: %s", trial, mring_strerror(n));
+		cr_assert(values == returned || values == returned + 1,
+			  "trial %d: read %llu, %llu returned", trial,
+			  (unsigned long long)values, (unsigned long long)returned);
+		CHECK_OK(mring_status_read(r, &st));
+		cr_expect_eq(st.alive, 0);
+		cr_expect_eq(st.closed, 0, "a crash, not a close");
+		/* the latch is never left half-written for a reader */
+		CHECK_OK(mring_stats_read(r, 0, &ss));
+		cr_expect(ss.count == values || ss.count == values + 1,
+			  "trial %d: count %llu values %llu", trial,
+			  (unsigned long long)ss.count, (unsigned long long)values);
+		mring_reader_close(r);
+		unlink(seg_path);
+	}
+}
+
+Test(crash, a_dead_producers_pending_drops_are_reported_once)
+{
+	struct shared *sh = shared_page();
+	const char *name = seg_name("deaddrops");
+	struct mring_reader *o, *d;
+	struct mring_event ev[32];
+	pid_t pid;
+	int n;
+
+	pid = fork();
+	if (pid == 0) {
+		struct mring_writer *w = open_writer(name, 8, MRING_FULL_DROP);
+		int id = mring_metric(w, "x", MRING_ON_STEP);
+		uint64_t ok = 0, drop = 0;
+
+		for (int i = 0; i < 50; i++) {
+			if (mring_log(w, id, (double)i) == 0)
+				ok++;
+			else
+				drop++;
+		}
+		atomic_store(&sh->returned, ok);
+		atomic_store(&sh->dropped, drop);
+		raise(SIGKILL);
+	}
+	waitpid(pid, NULL, 0);
+	cr_assert_eq(atomic_load(&sh->returned), 7);
+
+	o = open_reader(name, MRING_OBSERVE);
+	n = read_all(o, ev, 32);
+	cr_assert_eq(n, 8, "observer: 7 values and the loss");
+	cr_expect_eq(ev[7].kind, MRING_EV_LOST);
+	cr_expect_eq(ev[7].value, 43.0);
+	cr_expect_eq(read_all(o, ev, 32), 0, "reported once");
+	mring_reader_close(o);
+
+	d = open_reader(name, MRING_DRAIN);
+	n = read_all(d, ev, 32);
+	cr_assert_eq(n, 8);
+	cr_expect_eq(ev[7].kind, MRING_EV_LOST);
+	cr_expect_eq(ev[7].seq, 7);
+	cr_expect_eq(ev[7].value, (double)atomic_load(&sh->dropped));
+	mring_reader_close(d);
+
+	d = open_reader(name, MRING_DRAIN);
+	cr_expect_eq(read_all(d, ev, 32), 0, "a restarted drainer does not count it again");
+	mring_reader_close(d);
+	o = open_reader(name, MRING_OBSERVE);
+	n = read_all(o, ev, 32);
+	cr_expect_eq(n, 8, "now it is a record in the ring");
+	mring_reader_close(o);
+}
+
+/*
+ * A drainer child reads batches of random size and reports each batch
+ * after it returns; it is killed at a random instant.  The next drainer
+ * must start exactly at the position the last one published: never a
+ * record twice, and at most the one unreported batch in flight.
+ */
+static void drain_until_killed(const char *name, struct shared *sh, int k)
+{
+	struct mring_reader *r = open_reader(name, MRING_DRAIN);
+	struct mring_event ev[50];
+	bool first = true;
+	int n;
+
+	for (;;) {
+		n = mring_read(r, ev, 1 + (int)(rnd() % 50));
+		if (n < 0)
+			_exit(3);
+		if (n == 0)
+			_exit(0);	/* everything drained */
+		if (first)
+			atomic_store(&sh->start[k], ev[0].seq);
+		first = false;
+		for (int i = 0; i < n; i++)
+			atomic_fetch_add(&sh->seen[ev[i].seq], 1);
+		atomic_store(&sh->end[k], ev[n - 1].seq + 1);
+		for (volatile int spin = 0; spin < 2000; spin++)
+			;
+	}
+}
+
+Test(crash, a_killed_drainer_is_resumed_exactly, .timeout = 120)
+{
+	struct shared *sh = shared_page();
+	const char *name = seg_name("drainkill");
+	struct mring_writer *w = open_writer(name, 1 << 16, MRING_FULL_DROP);
+	int id = mring_metric(w, "x", MRING_ON_STEP);
+	const uint64_t total = 40000;
+	int k, status = 0;
+
+	for (uint64_t i = 0; i < total; i++)
+		cr_assert_eq(mring_log(w, id, (double)i), 0);
+	mring_writer_close(w);
+
+	for (k = 0; k < 64; k++) {
+		pid_t pid;
+
+		atomic_store(&sh->start[k], UINT64_MAX);
+		atomic_store(&sh->end[k], 0);
+		seed += (uint64_t)k * 7919;
+		pid = fork();
+		if (pid == 0)
+			drain_until_killed(name, sh, k);
+		sleep_us(200 + (long)(rnd() % 2000));
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		if (WIFEXITED(status))
+			break;
+	}
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the last drainer finished cleanly (k=%d)", k);
+	for (uint64_t s = 0; s < total; s++)
+		cr_assert_leq(atomic_load(&sh->seen[s]), 1, "seq %llu read twice",
+			      (unsigned long long)s);
+	/*
+	 * Walk the drainers in order: each one that got anything must start
+	 * at or after where the last reporting one stopped, at most one
+	 * batch later (the batch a killed drainer had in hand); those are
+	 * the only records nobody reported.
+	 */
+	uint64_t prev_end = 0;
+
+	for (int j = 0; j <= k + 1; j++) {
+		uint64_t start = j <= k ? atomic_load(&sh->start[j]) : total;
+
+		if (start == UINT64_MAX)
+			continue;	/* killed before it got anything */
+		cr_assert_geq(start, prev_end, "drainer %d: a record delivered twice", j);
+		cr_assert_leq(start - prev_end, 50, "drainer %d: more than a batch lost", j);
+		for (uint64_t s = prev_end; s < start; s++)
+			atomic_fetch_add(&sh->seen[s], 2);
+		if (j <= k && atomic_load(&sh->end[j]))
+			prev_end = atomic_load(&sh->end[j]);
+	}
+	for (uint64_t s = 0; s < total; s++)
+		cr_assert_neq(atomic_load(&sh->seen[s]), 0, "seq %llu never read",
+			      (unsigned long long)s);
+}

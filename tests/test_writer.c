@@ -1,0 +1,328 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_writer.c - creating, replacing and closing segments: config
+ * checks, file placement and mode, full allocation, liveness, fork.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/mman.h>
+
+#include "helpers.h"
+
+Test(writer, defaults_make_a_fully_allocated_0600_segment)
+{
+	const char *name = seg_name("defaults");
+	struct mring_writer *w = NULL;
+	struct mring_reader *r;
+	struct mring_status st;
+	struct stat sb;
+
+	umask(0);
+	CHECK_OK(mring_writer_open(name, NULL, &w));
+	cr_assert_eq(stat(seg_path, &sb), 0);
+	cr_expect_eq(sb.st_mode & 07777, 0600);
+	cr_expect(S_ISREG(sb.st_mode));
+	/* every byte allocated: no sparse page to SIGBUS on later */
+	cr_expect_geq((uint64_t)sb.st_blocks * 512, (uint64_t)sb.st_size);
+	/* 4 KiB header + 1024 metric slots of 512 B + 2^20 records of 40 B */
+	cr_expect_eq((uint64_t)sb.st_size, 4096 + 1024 * 512 + (UINT64_C(1) << 20) * 40);
+
+	r = open_reader(name, MRING_OBSERVE);
+	CHECK_OK(mring_status_read(r, &st));
+	cr_expect_eq(st.capacity, UINT64_C(1) << 20);
+	cr_expect_eq(st.on_full, MRING_FULL_DROP);
+	cr_expect_str_eq(st.run, name);
+	cr_expect_eq(st.rank, 0);
+	cr_expect_eq(st.pid, getpid());
+	cr_expect_eq(st.alive, 1);
+	cr_expect_eq(st.closed, 0);
+	mring_reader_close(r);
+	CHECK_OK(mring_writer_close(w));
+}
+
+Test(writer, config_fields_reach_readers)
+{
+	const char *name = seg_name("cfg");
+	struct mring_config cfg = {
+		.capacity = 64, .max_metrics = 7, .on_full = MRING_FULL_OVERWRITE,
+		.run = "bert-large lr=3e-5", .rank = 3, .mode = 0640,
+	};
+	struct mring_writer *w;
+	struct mring_reader *r;
+	struct mring_status st;
+	struct stat sb;
+
+	umask(077);
+	CHECK_OK(mring_writer_open(name, &cfg, &w));
+	cr_assert_eq(stat(seg_path, &sb), 0);
+	cr_expect_eq(sb.st_mode & 0777, 0640, "mode is exact whatever the umask");
+	r = open_reader(name, MRING_OBSERVE);
+	CHECK_OK(mring_status_read(r, &st));
+	cr_expect_eq(st.capacity, 64);
+	cr_expect_eq(st.on_full, MRING_FULL_OVERWRITE);
+	cr_expect_str_eq(st.run, "bert-large lr=3e-5");
+	cr_expect_eq(st.rank, 3);
+	for (int i = 0; i < 7; i++) {
+		char n[8];
+
+		snprintf(n, sizeof(n), "m%d", i);
+		cr_expect_eq(mring_metric(w, n, MRING_ON_STEP), i);
+	}
+	cr_expect_eq(mring_metric(w, "m7", MRING_ON_STEP), -ENOSPC);
+	mring_reader_close(r);
+	mring_writer_close(w);
+}
+
+Test(writer, bad_config_is_refused_and_creates_nothing)
+{
+	const char *name = seg_name("badcfg");
+	struct mring_writer *w = (struct mring_writer *)1;
+	struct {
+		struct mring_config c;
+		int err;
+	} cases[] = {
+		{ { .capacity = 100 }, -EINVAL },
+		{ { .capacity = 4 }, -EINVAL },
+		{ { .capacity = UINT64_C(1) << 33 }, -EINVAL },
+		{ { .max_metrics = 65536 }, -EINVAL },
+		{ { .on_full = 3 }, -EINVAL },
+		{ { .on_full = -1 }, -EINVAL },
+		{ { .mode = 01600 }, -EINVAL },
+		{ { .flags = 1u << 5 }, -EINVAL },
+		{ { .run = "" }, -EINVAL },
+		{ { .run = "tab\there" }, -EINVAL },
+		{ { .run = "0123456789012345678901234567890123456789012345678901234567890123" },
+		  -ENAMETOOLONG },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_expect_eq(mring_writer_open(name, &cases[i].c, &w), cases[i].err,
+			     "case %zu", i);
+		cr_expect_null(w, "case %zu leaves *out NULL", i);
+		cr_expect_neq(access(seg_path, F_OK), 0, "case %zu created a file", i);
+	}
+	cr_expect_eq(mring_writer_open(name, NULL, NULL), -EINVAL);
+	cr_expect_eq(mring_writer_open("", NULL, &w), -EINVAL);
+	cr_expect_eq(mring_writer_open(".", NULL, &w), -EINVAL);
+	cr_expect_eq(mring_writer_open("..", NULL, &w), -EINVAL);
+	cr_expect_eq(mring_writer_open(NULL, NULL, &w), -EINVAL);
+}
+
+Test(writer, bare_names_live_in_mring_dir_and_paths_are_used_as_is)
+{
+	char dir[] = "/tmp/mring-dir-XXXXXX", path[512];
+	struct mring_writer *w;
+	struct stat sb;
+
+	cr_assert_not_null(mkdtemp(dir));
+	setenv("MRING_DIR", dir, 1);
+	CHECK_OK(mring_writer_open("seg", NULL, &w));
+	snprintf(path, sizeof(path), "%s/seg", dir);
+	cr_expect_eq(stat(path, &sb), 0);
+	mring_writer_close(w);
+	unlink(path);
+
+	snprintf(path, sizeof(path), "%s/by-path", dir);
+	CHECK_OK(mring_writer_open(path, NULL, &w));
+	cr_expect_eq(stat(path, &sb), 0);
+	mring_writer_close(w);
+	unlink(path);
+	rmdir(dir);
+}
+
+Test(writer, a_live_producer_makes_the_name_busy)
+{
+	const char *name = seg_name("busy");
+	struct mring_config rep = { .flags = MRING_CFG_REPLACE };
+	struct mring_writer *w, *w2 = NULL;
+
+	w = open_writer(name, 64, MRING_FULL_DROP);
+	cr_expect_eq(mring_writer_open(name, NULL, &w2), -EBUSY);
+	cr_expect_eq(mring_writer_open(name, &rep, &w2), -EBUSY,
+		     "replace never takes a live producer's segment");
+	mring_writer_close(w);
+}
+
+Test(writer, a_gone_producer_leaves_eexist_unless_replace)
+{
+	const char *name = seg_name("gone");
+	struct mring_config rep = { .capacity = 64, .flags = MRING_CFG_REPLACE };
+	struct mring_writer *w;
+	struct mring_reader *r;
+	struct mring_event ev[4];
+	pid_t pid;
+	int status;
+
+	pid = fork();
+	if (pid == 0) {
+		struct mring_writer *cw = open_writer(name, 64, MRING_FULL_DROP);
+
+		mring_metric(cw, "x", MRING_ON_STEP);
+		mring_log(cw, 0, 1.0);
+		_exit(0);	/* no close: crashed as far as readers know */
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect_eq(mring_writer_open(name, NULL, &w), -EEXIST);
+
+	/* a reader opened before the replace keeps the old data */
+	r = open_reader(name, MRING_OBSERVE);
+	CHECK_OK(mring_writer_open(name, &rep, &w));
+	cr_expect_eq(mring_read(r, ev, 4), 1);
+	cr_expect_eq(ev[0].value, 1.0);
+	mring_reader_close(r);
+	mring_writer_close(w);
+
+	/* after a clean close too: the name is not silently reused */
+	cr_expect_eq(mring_writer_open(name, NULL, &w), -EEXIST);
+}
+
+Test(writer, replace_never_deletes_a_file_that_is_not_a_segment)
+{
+	const char *name = seg_name("notours");
+	struct mring_config rep = { .flags = MRING_CFG_REPLACE };
+	struct mring_writer *w = NULL;
+	char buf[16] = { 0 };
+	int fd;
+
+	fd = open(seg_path, O_CREAT | O_WRONLY, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "precious data\n", 14), 14);
+	close(fd);
+	cr_expect_eq(mring_writer_open(name, &rep, &w), -EEXIST);
+	fd = open(seg_path, O_RDONLY);
+	cr_assert_eq(read(fd, buf, 14), 14);
+	close(fd);
+	cr_expect_str_eq(buf, "precious data\n");
+}
+
+Test(writer, symlinks_are_not_followed)
+{
+	const char *name = seg_name("link");
+	char target[] = "/tmp/mring-target-XXXXXX";
+	struct mring_config rep = { .flags = MRING_CFG_REPLACE };
+	struct mring_writer *w = NULL;
+	struct stat sb;
+	int fd = mkstemp(target);
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(symlink(target, seg_path), 0);
+	cr_expect_lt(mring_writer_open(name, NULL, &w), 0);
+	cr_expect_lt(mring_writer_open(name, &rep, &w), 0);
+	cr_expect_null(w);
+	cr_expect_eq(stat(target, &sb), 0);
+	cr_expect_eq(sb.st_size, 0, "the link's target was not written");
+	unlink(target);
+}
+
+Test(writer, a_full_shm_fails_open_with_enospc)
+{
+	char dir[] = "/tmp/mring-small-XXXXXX", path[512];
+	struct mring_config cfg = { .capacity = UINT64_C(1) << 20 };
+	struct mring_writer *w = NULL;
+
+	cr_assert_not_null(mkdtemp(dir));
+	if (mount("tmpfs", dir, "tmpfs", 0, "size=1m") != 0) {
+		rmdir(dir);
+		cr_skip_test("cannot mount a small tmpfs here (%s)", strerror(errno));
+	}
+	snprintf(path, sizeof(path), "%s/big", dir);
+	cr_expect_eq(mring_writer_open(path, &cfg, &w), -ENOSPC);
+	cr_expect_null(w);
+	cr_expect_neq(access(path, F_OK), 0, "no half-made segment is left");
+	cfg.capacity = 1024;
+	CHECK_OK(mring_writer_open(path, &cfg, &w));
+	mring_writer_close(w);
+	unlink(path);
+	umount(dir);
+	rmdir(dir);
+}
+
+Test(writer, close_rejects_null)
+{
+	cr_expect_eq(mring_writer_close(NULL), -EINVAL);
+	cr_expect_eq(mring_epoch_end(NULL), -EINVAL);
+	cr_expect_eq(mring_metric(NULL, "x", MRING_ON_STEP), -EINVAL);
+}
+
+Test(writer, a_forked_child_is_detached_from_the_parent_segment)
+{
+	const char *name = seg_name("fork");
+	struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
+	struct mring_reader *r;
+	struct mring_event ev[16];
+	int id = mring_metric(w, "loss", MRING_ON_STEP | MRING_ON_EPOCH);
+	int status, n;
+	pid_t pid;
+
+	mring_step(w, 1);
+	cr_assert_eq(mring_log(w, id, 1.5), 0);
+	pid = fork();
+	if (pid == 0) {
+		int bad = 0;
+
+		mring_step(w, 99);	/* lands in private memory */
+		bad |= mring_log(w, id, 666.0) != -EPERM;
+		bad |= mring_log_weighted(w, id, 666.0, 1.0) != -EPERM;
+		bad |= mring_metric(w, "other", MRING_ON_STEP) != -EPERM;
+		bad |= mring_epoch_end(w) != -EPERM;
+		bad |= mring_writer_close(w) != -EPERM;
+		_exit(bad);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	cr_assert_eq(mring_log(w, id, 2.5), 0, "the parent keeps logging");
+
+	r = open_reader(name, MRING_DRAIN);
+	n = read_all(r, ev, 16);
+	cr_assert_eq(n, 3, "STEP 1, 1.5, 2.5 and nothing from the child");
+	cr_expect_eq(ev[0].kind, MRING_EV_STEP);
+	cr_expect_eq(ev[1].value, 1.5);
+	cr_expect_eq(ev[2].value, 2.5);
+	cr_expect_eq(ev[2].step, 1);
+	mring_reader_close(r);
+	mring_writer_close(w);
+}
+
+Test(writer, a_forked_child_does_not_keep_a_dead_producer_alive)
+{
+	const char *name = seg_name("forkalive");
+	int ready[2], hold[2];
+	struct mring_reader *r;
+	struct mring_status st;
+	pid_t producer;
+	char c;
+
+	cr_assert_eq(pipe(ready), 0);
+	cr_assert_eq(pipe(hold), 0);
+	producer = fork();
+	if (producer == 0) {
+		struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
+
+		(void)w;
+		if (fork() == 0) {	/* a "data loader worker" outliving us */
+			close(hold[1]);
+			write(ready[1], "w", 1);	/* past the atfork handlers */
+			close(ready[1]);
+			read(hold[0], &c, 1);	/* EOF when the test closes its end */
+			_exit(0);
+		}
+		write(ready[1], "r", 1);
+		pause();
+		_exit(0);
+	}
+	close(hold[0]);
+	cr_assert_eq(read(ready[0], &c, 1), 1);
+	cr_assert_eq(read(ready[0], &c, 1), 1);
+	r = open_reader(name, MRING_OBSERVE);
+	CHECK_OK(mring_status_read(r, &st));
+	cr_expect_eq(st.alive, 1);
+	kill(producer, SIGKILL);
+	waitpid(producer, NULL, 0);
+	CHECK_OK(mring_status_read(r, &st));
+	cr_expect_eq(st.alive, 0, "the worker's inherited copy must not look alive");
+	cr_expect_eq(st.closed, 0, "killed, not closed");
+	close(hold[1]);		/* release the worker */
+	mring_reader_close(r);
+}

@@ -90,6 +90,7 @@ extern "C" {
 /* mring_reader_open() flags */
 #define MRING_DRAIN   (1u << 0)	/* consume; one drainer per segment */
 #define MRING_OBSERVE (1u << 1)	/* read-only; never moves the drain position */
+#define MRING_NO_AUTOCOMMIT (1u << 2)	/* with MRING_DRAIN: only mring_commit() publishes */
 
 /* struct mring_event.kind */
 #define MRING_EV_VALUE       1	/* an ON_STEP value */
@@ -406,7 +407,8 @@ MRING_INLINE void mring_step(struct mring_writer *w, uint64_t step)
 /**
  * mring_reader_open - attach to a segment as its drainer or an observer
  * @path: as for mring_writer_open()
- * @flags: MRING_DRAIN or MRING_OBSERVE (exactly one)
+ * @flags: MRING_DRAIN or MRING_OBSERVE (exactly one); MRING_DRAIN may add
+ *         MRING_NO_AUTOCOMMIT
  * @out: receives the reader handle
  *
  * Validates everything in the header against the file (magic, ABI
@@ -414,7 +416,16 @@ MRING_INLINE void mring_step(struct mring_writer *w, uint64_t step)
  * MRING_DRAIN opens read-write and takes the drainer lock (byte 1 of the
  * file, released automatically if the process dies); it resumes exactly
  * at the last published drain position.  MRING_OBSERVE maps read-only and
- * starts at the oldest record still in the ring.
+ * starts at the oldest record still in the ring.  An observer that is
+ * lapped before it delivered its first event skips silently; after that,
+ * every gap is an MRING_EV_LOST event.
+ *
+ * A drainer commits its position (the next drainer resumes there, and the
+ * producer may reuse the slots below it) at the end of every mring_read()
+ * and at close.  With MRING_NO_AUTOCOMMIT it commits only in
+ * mring_commit(): a sink that must not lose events commits after it made
+ * them durable, and a restarted drainer gets every uncommitted event again
+ * (same seq numbers, so the sink can drop what it already has).
  *
  * Return: 0; -EINVAL; -ENOENT (no such segment); -EAGAIN (the segment is
  * being created: retry); -EBUSY (another drainer, also in this process);
@@ -428,10 +439,25 @@ int mring_reader_open(const char *path, unsigned flags, struct mring_reader **ou
  * mring_reader_close - detach and free a reader
  * @r: reader handle, or NULL
  *
- * A drainer publishes its position first, so the next drainer resumes
- * there, and releases the drainer lock.
+ * A drainer commits its position first (not with MRING_NO_AUTOCOMMIT:
+ * what was not committed is delivered again to the next drainer), and
+ * releases the drainer lock.
  */
 void mring_reader_close(struct mring_reader *r);
+
+/**
+ * mring_commit - commit everything a drainer has read so far
+ * @r: a drainer handle
+ *
+ * Publishes the drain position after the last event returned by
+ * mring_read(), with the loss count that goes with it: first the
+ * {position, lost} latch the next drainer resumes from, then (release)
+ * the tail the producer reads, which lets it reuse those slots.  Needed
+ * only with MRING_NO_AUTOCOMMIT; harmless otherwise.
+ *
+ * Return: 0; -EINVAL (NULL, or not a drainer).
+ */
+int mring_commit(struct mring_reader *r);
 
 /**
  * mring_read - take the next events from the ring
@@ -444,8 +470,9 @@ void mring_reader_close(struct mring_reader *r);
  * lost): records dropped on a full ring, records overwritten before this
  * reader got to them (OVERWRITE mode, or an observer lapped in any mode),
  * and drops a crashed producer never got to write down.  A drainer
- * publishes its position (release) after copying, which is what lets the
- * producer reuse the slots.  Never blocks.
+ * commits its position (release) after copying, unless opened with
+ * MRING_NO_AUTOCOMMIT; that is what lets the producer reuse the slots.
+ * Never blocks.
  *
  * Return: the number of events (0: none ready now); -EINVAL; -EBADMSG on
  * a corrupt record, after every good event before it was returned (the

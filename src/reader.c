@@ -108,7 +108,8 @@ MRING_API int mring_reader_open(const char *path, unsigned flags,
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
-	if (flags != MRING_DRAIN && flags != MRING_OBSERVE)
+	if (flags != MRING_DRAIN && flags != MRING_OBSERVE &&
+	    flags != (MRING_DRAIN | MRING_NO_AUTOCOMMIT))
 		return -EINVAL;
 	ret = _mring_path_resolve(path, file, sizeof(file));
 	if (ret < 0)
@@ -178,12 +179,21 @@ static void drainpos_publish(struct mring_reader *r)
 	r->published = r->pos;
 }
 
+MRING_API int mring_commit(struct mring_reader *r)
+{
+	if (!r || !(r->flags & MRING_DRAIN))
+		return -EINVAL;
+	if (r->pos != r->published)
+		drainpos_publish(r);
+	return 0;
+}
+
 MRING_API void mring_reader_close(struct mring_reader *r)
 {
 	if (!r)
 		return;
 	if (r->flags & MRING_DRAIN) {
-		if (r->pos != r->published)
+		if (!(r->flags & MRING_NO_AUTOCOMMIT) && r->pos != r->published)
 			drainpos_publish(r);
 		_mring_store_relaxed(&r->hdr->drainer, 0);
 	}
@@ -388,7 +398,7 @@ MRING_API int mring_read(struct mring_reader *r, struct mring_event *ev, int max
 			break;
 		}
 	}
-	if ((r->flags & MRING_DRAIN) && r->pos != r->published)
+	if (r->flags == MRING_DRAIN && r->pos != r->published)
 		drainpos_publish(r);
 	if (ret < 0 && n == 0)
 		return ret;

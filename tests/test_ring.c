@@ -323,3 +323,42 @@ Test(ring, reader_open_checks_its_arguments)
 	mring_reader_close(NULL);
 	mring_writer_close(w);
 }
+
+Test(ring, no_autocommit_redelivers_until_committed)
+{
+	const char *name = seg_name("commit");
+	struct mring_writer *w = open_writer(name, 8, MRING_FULL_DROP);
+	int id = mring_metric(w, "x", MRING_ON_STEP);
+	struct mring_event ev[16];
+	struct mring_reader *r;
+	struct mring_status st;
+
+	for (int i = 0; i < 7; i++)
+		cr_assert_eq(mring_log(w, id, (double)i), 0);
+	r = open_reader(name, MRING_DRAIN | MRING_NO_AUTOCOMMIT);
+	cr_assert_eq(read_all(r, ev, 16), 7);
+	cr_expect_eq(mring_log(w, id, 7.0), -ENOBUFS, "nothing committed: no room");
+	mring_reader_close(r);
+
+	r = open_reader(name, MRING_DRAIN | MRING_NO_AUTOCOMMIT);
+	cr_assert_eq(mring_read(r, ev, 3), 3);
+	cr_expect_eq(ev[0].seq, 0, "uncommitted events come again, same seq");
+	CHECK_OK(mring_commit(r));
+	CHECK_OK(mring_status_read(r, &st));
+	cr_expect_eq(st.read, 3);
+	cr_assert_eq(mring_read(r, ev, 2), 2);
+	mring_reader_close(r);		/* seq 3 and 4 were not committed */
+
+	r = open_reader(name, MRING_DRAIN);
+	cr_assert_eq(mring_read(r, ev, 1), 1);
+	cr_expect_eq(ev[0].seq, 3);
+	cr_expect_eq(mring_commit(r), 0, "harmless with autocommit");
+	mring_reader_close(r);
+
+	r = open_reader(name, MRING_OBSERVE);
+	cr_expect_eq(mring_commit(r), -EINVAL, "observers never commit");
+	mring_reader_close(r);
+	cr_expect_eq(mring_commit(NULL), -EINVAL);
+	cr_expect_eq(mring_reader_open(name, MRING_OBSERVE | MRING_NO_AUTOCOMMIT, &r), -EINVAL);
+	mring_writer_close(w);
+}

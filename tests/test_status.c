@@ -42,6 +42,8 @@ Test(status, tracks_step_epoch_and_counters)
 	d = open_reader(name, MRING_DRAIN);
 	CHECK_OK(mring_status_read(o, &st));
 	cr_expect_eq(st.drainer, 1);
+	CHECK_OK(mring_status_read(d, &st));
+	cr_expect_eq(st.drainer, 1, "the drainer's own handle sees itself");
 	cr_expect_eq(read_all(d, ev, 64), 13);
 	CHECK_OK(mring_status_read(o, &st));
 	cr_expect_eq(st.read, 13);

@@ -196,6 +196,25 @@ Test(writer, replace_never_deletes_a_file_that_is_not_a_segment)
 	cr_expect_str_eq(buf, "precious data\n");
 }
 
+Test(writer, replace_clears_a_creator_that_died_before_publishing)
+{
+	const char *name = seg_name("halfmade");
+	struct mring_config rep = { .capacity = 64, .flags = MRING_CFG_REPLACE };
+	struct mring_reader *r = NULL;
+	struct mring_writer *w = NULL;
+
+	/* what a creator killed between fallocate and publishing leaves */
+	cr_assert_eq(truncate(seg_path, 0), -1);
+	cr_assert_eq(close(open(seg_path, O_CREAT | O_WRONLY, 0600)), 0);
+	cr_assert_eq(truncate(seg_path, 16384), 0);
+	cr_expect_eq(mring_reader_open(name, MRING_OBSERVE, &r), -EAGAIN);
+	cr_expect_eq(mring_writer_open(name, NULL, &w), -EEXIST);
+	CHECK_OK(mring_writer_open(name, &rep, &w));
+	r = open_reader(name, MRING_OBSERVE);
+	mring_reader_close(r);
+	mring_writer_close(w);
+}
+
 Test(writer, symlinks_are_not_followed)
 {
 	const char *name = seg_name("link");

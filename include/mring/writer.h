@@ -34,7 +34,10 @@ struct _mring_acc {
 	uint64_t seq;			/* mirrors live->seq */
 	uint64_t eseq;			/* mirrors the epoch latch's seq */
 	struct _mring_shm_latch *live;
+	uint64_t pad1[3];		/* 128 bytes: id * 128 is one shift */
 };
+
+_Static_assert(sizeof(struct _mring_acc) == 128, "accumulator stride");
 
 struct _mring_name_slot;
 

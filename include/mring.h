@@ -38,7 +38,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <time.h>
 
 #include "mring/atomic.h"
 #include "mring/layout.h"
@@ -257,6 +256,9 @@ int mring_epoch_end(struct mring_writer *w);
 /* Internal, do not call: the out-of-line halves of the inline hot path. */
 int __mring_put_slow(struct mring_writer *w, uint64_t meta, double value);
 int __mring_bad_id(struct mring_writer *w, int id);
+/* CLOCK_REALTIME in ns (vDSO): out of line so that mring.h compiles
+ * under strict -std=c11, where <time.h> has no clock_gettime. */
+int64_t __mring_clock_ns(void);
 
 /* ------------------------------------------------------------------ */
 /* Writer: the hot path (inline)                                       */
@@ -388,16 +390,15 @@ MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
  */
 MRING_INLINE void mring_step(struct mring_writer *w, uint64_t step)
 {
-	struct timespec ts;
+	struct _mring_shm_hdr *h = w->hdr;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
 	w->step = step;
-	w->wall_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	w->wall_ns = __mring_clock_ns();
 	(void)_mring_put(w, w->meta_epoch | MRING_EV_STEP << 16 | _MRING_NO_METRIC,
 			 0.0);
-	_mring_store_relaxed(&w->hdr->step, step);
-	_mring_store_relaxed(&w->hdr->step_wall_ns, (uint64_t)w->wall_ns);
-	_mring_store_relaxed(&w->hdr->head, w->head);
+	_mring_store_relaxed(&h->step, step);
+	_mring_store_relaxed(&h->step_wall_ns, (uint64_t)w->wall_ns);
+	_mring_store_relaxed(&h->head, w->head);
 }
 
 /* ------------------------------------------------------------------ */

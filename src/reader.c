@@ -118,8 +118,9 @@ MRING_API int mring_reader_open(const char *path, unsigned flags,
 	if (!r)
 		return -ENOMEM;
 	r->flags = flags;
+	/* O_NONBLOCK: a FIFO planted at the path must not hang us */
 	r->fd = open(file, (flags & MRING_DRAIN ? O_RDWR : O_RDONLY) |
-			   O_NOFOLLOW | O_CLOEXEC);
+			   O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (r->fd < 0) {
 		ret = -errno;
 		goto err;

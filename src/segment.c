@@ -134,6 +134,11 @@ int _mring_ident_validate(const struct _mring_shm_ident *h, uint64_t file_size)
 	return 0;
 }
 
+MRING_API int64_t __mring_clock_ns(void)
+{
+	return _mring_now_ns();
+}
+
 int64_t _mring_now_ns(void)
 {
 	struct timespec ts;

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -118,40 +119,41 @@ static int config_resolve(const struct mring_config *in, struct mring_config *c)
 
 /*
  * The name is taken.  Alive producer: -EBUSY.  Otherwise -EEXIST, or with
- * MRING_CFG_REPLACE unlink it (only if it is an mring segment or an empty
- * file left by a creator that died) and let the caller retry.
+ * MRING_CFG_REPLACE unlink it (only if it is an mring segment or what a
+ * creator that died before publishing leaves) and let the caller retry.
+ * We hold the producer lock ourselves while we look and unlink, so no
+ * creator can take the file over in between.
  */
 static int existing_segment(const char *path, bool replace)
 {
 	uint64_t magic = 0;
 	struct stat st;
-	int fd, held;
+	int fd, ret;
 
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO planted at the path must not hang us */
+	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
-	held = _mring_lock_held(fd, _MRING_LOCK_PRODUCER);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		return -EEXIST;
-	}
+	ret = -EEXIST;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		goto out;
+	ret = _mring_lock_take(fd, _MRING_LOCK_PRODUCER);
+	if (ret < 0)
+		goto out;	/* -EBUSY: alive, or another creator */
+	ret = -EEXIST;
+	if (!replace)
+		goto out;
 	if (st.st_size >= (off_t)sizeof(magic) &&
 	    pread(fd, &magic, sizeof(magic), 0) != (ssize_t)sizeof(magic))
-		magic = 0;
-	close(fd);
-	if (held < 0)
-		return held;
-	if (held)
-		return -EBUSY;
-	if (!replace)
-		return -EEXIST;
+		goto out;
 	/* ours: a segment, or a creator that died before publishing (magic
 	 * still 0, size 0 or whole pages); anything else is not ours */
 	if (magic != _MRING_MAGIC && !(magic == 0 && st.st_size % 4096 == 0))
-		return -EEXIST;
-	if (unlink(path) < 0 && errno != ENOENT)
-		return -errno;
-	return 0;
+		goto out;
+	ret = unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+out:
+	close(fd);		/* drops our lock */
+	return ret;
 }
 
 /*
@@ -178,9 +180,12 @@ static int create_file(const char *path, const struct mring_config *c)
 			ret = _mring_lock_take(fd, _MRING_LOCK_PRODUCER);
 			if (ret == 0 && still_linked(fd, path))
 				return fd;
-			close(fd);
-			if (ret < 0 && ret != -EBUSY)
+			if (ret < 0 && ret != -EBUSY) {
+				unlink(path);	/* our own empty file */
+				close(fd);
 				return ret;
+			}
+			close(fd);	/* a replacer holds it, or unlinked it */
 			continue;
 		}
 		if (errno != EEXIST)
@@ -222,8 +227,7 @@ static void header_init(struct mring_writer *w, const struct mring_config *c,
 	id->on_full = (uint32_t)c->on_full;
 	id->cfg_flags = c->flags;
 	/* run names longer than 63 bytes were refused; base names are cut */
-	strncpy(id->run, run, MRING_NAME_MAX);
-	id->run[MRING_NAME_MAX] = '\0';
+	snprintf(id->run, sizeof(id->run), "%.*s", MRING_NAME_MAX, run);
 	w->wall_ns = id->created_ns;
 	_mring_store_relaxed(&w->hdr->step_wall_ns, (uint64_t)id->created_ns);
 	_mring_store_relaxed(&w->hdr->state, _MRING_STATE_OPEN);

@@ -217,6 +217,19 @@ Test(corrupt, paths_that_are_not_regular_files)
 	cr_assert_eq(symlink(dir, seg_path), 0);
 	cr_expect_eq(try_open(name, MRING_OBSERVE), -ELOOP);
 	rmdir(dir);
+	unlink(seg_path);
+}
+
+Test(corrupt, a_fifo_at_the_path_never_hangs, .timeout = 10)
+{
+	const char *name = seg_name("fifo");
+	struct mring_config rep = { .flags = MRING_CFG_REPLACE };
+	struct mring_writer *w = NULL;
+
+	cr_assert_eq(mkfifo(seg_path, 0600), 0);
+	cr_expect_eq(try_open(name, MRING_OBSERVE), -EPROTO);
+	cr_expect_eq(try_open(name, MRING_DRAIN), -EPROTO);
+	cr_expect_eq(mring_writer_open(name, &rep, &w), -EEXIST, "not ours to replace");
 }
 
 /* xorshift64*: reproducible garbage */

@@ -82,13 +82,13 @@ static inline __attribute__((always_inline)) void _mring_rec_store(struct _mring
 				    int64_t wall_ns, double value)
 {
 	_mring_store_relaxed(&r->stamp, 0);
-	/* release fence: pairs with the acquire fence in _mring_rec_load */
+	/* release fence: pairs with the acquire fence in rec_load (src/reader.c) */
 	_mring_fence_release();
 	_mring_store_relaxed(&r->step, step);
 	_mring_store_relaxed(&r->value, _mring_dbits(value));
 	_mring_store_relaxed(&r->wall_ns, (uint64_t)wall_ns);
 	_mring_store_relaxed(&r->meta, meta);
-	/* release: pairs with the acquire load of stamp in _mring_rec_load */
+	/* release: pairs with the acquire load of stamp in rec_load (src/reader.c) */
 	_mring_store_release(&r->stamp, pos + 1);
 }
 

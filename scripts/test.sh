@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for p in cmake gcc make pkg-config libcriterion-dev; do
+# python3 and its protobuf/crc32c modules are the independent readers of
+# what `mring drain` writes (JSON, CSV, TensorBoard event files)
+for p in cmake gcc make pkg-config libcriterion-dev python3 python3-protobuf \
+	protobuf-compiler python3-crc32c; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then

@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: MIT
+/*
+ * mring.c - the mring command-line tool: subcommand dispatch, segment
+ * arguments, and the small subcommands (ls, stat, rm).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tool.h"
+
+static const char usage[] =
+	"usage: mring COMMAND [ARGS]\n"
+	"\n"
+	"  drain [OPTIONS] SEGMENT...   drain rings into JSONL, CSV, TensorBoard\n"
+	"  ls [DIR]                     list segments (default $MRING_DIR or /dev/shm)\n"
+	"  stat SEGMENT                 status and every metric of a segment\n"
+	"  rm SEGMENT...                remove segments whose producer is gone\n"
+	"\n"
+	"SEGMENT: a path, a bare name in $MRING_DIR (default /dev/shm), or a glob.\n"
+	"`mring COMMAND --help` describes each command.\n";
+
+const char *mring_dir(void)
+{
+	const char *d = getenv("MRING_DIR");
+
+	return d && *d ? d : "/dev/shm";
+}
+
+const char *producer_state(const struct mring_status *st)
+{
+	if (st->alive)
+		return "alive";
+	return st->closed ? "closed" : "crashed";
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int seglist_add(struct seglist *l, const char *path)
+{
+	char **p = realloc(l->paths, (size_t)(l->n + 1) * sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	l->paths = p;
+	l->paths[l->n] = strdup(path);
+	if (!l->paths[l->n])
+		return -ENOMEM;
+	l->n++;
+	return 0;
+}
+
+int seglist_expand(struct seglist *l, char **args, int nargs)
+{
+	char pattern[4096];
+	glob_t g;
+	int i, ret = 0;
+
+	memset(l, 0, sizeof(*l));
+	for (i = 0; i < nargs && !ret; i++) {
+		if (strchr(args[i], '/'))
+			snprintf(pattern, sizeof(pattern), "%s", args[i]);
+		else
+			snprintf(pattern, sizeof(pattern), "%s/%s", mring_dir(), args[i]);
+		if (glob(pattern, 0, NULL, &g) != 0)
+			continue;
+		for (size_t k = 0; k < g.gl_pathc && !ret; k++)
+			ret = seglist_add(l, g.gl_pathv[k]);
+		globfree(&g);
+	}
+	if (ret)
+		return ret;
+	if (!l->n)
+		return -ENOENT;
+	qsort(l->paths, (size_t)l->n, sizeof(*l->paths), cmp_str);
+	for (i = 1; i < l->n;) {
+		if (!strcmp(l->paths[i], l->paths[i - 1])) {
+			free(l->paths[i]);
+			memmove(&l->paths[i], &l->paths[i + 1],
+				(size_t)(l->n - i - 1) * sizeof(*l->paths));
+			l->n--;
+		} else {
+			i++;
+		}
+	}
+	return 0;
+}
+
+void seglist_free(struct seglist *l)
+{
+	for (int i = 0; i < l->n; i++)
+		free(l->paths[i]);
+	free(l->paths);
+	memset(l, 0, sizeof(*l));
+}
+
+static bool wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return true;
+	return false;
+}
+
+/* ---- ls -------------------------------------------------------------- */
+
+static void ls_one(const char *path, const char *name)
+{
+	struct mring_reader *r;
+	struct mring_status st;
+
+	if (mring_reader_open(path, MRING_OBSERVE, &r) < 0)
+		return;		/* not a segment (or not ours to read) */
+	if (mring_status_read(r, &st) == 0)
+		printf("%-24s %-16s %4d %8d %-7s %10llu %5u %12llu %10llu %10llu\n",
+		       name, st.run, st.rank, st.pid, producer_state(&st),
+		       (unsigned long long)st.step, st.epoch,
+		       (unsigned long long)st.written, (unsigned long long)st.dropped,
+		       (unsigned long long)(st.written - st.read));
+	mring_reader_close(r);
+}
+
+int cmd_ls(int argc, char **argv)
+{
+	const char *dir = argc > 1 ? argv[1] : mring_dir();
+	struct dirent **ents;
+	char path[4096];
+	int n;
+
+	if (wants_help(argc, argv) || argc > 2) {
+		fprintf(argc > 2 ? stderr : stdout,
+			"usage: mring ls [DIR]\n"
+			"One line per segment in DIR (default $MRING_DIR or /dev/shm): name,\n"
+			"run, rank, producer pid and state (alive/closed/crashed), step, epoch,\n"
+			"records written, dropped, and backlog (written but not drained).\n");
+		return argc > 2 ? EXIT_USAGE : 0;
+	}
+	n = scandir(dir, &ents, NULL, alphasort);
+	if (n < 0) {
+		fprintf(stderr, "mring ls: %s: %s\n", dir, strerror(errno));
+		return EXIT_USAGE;
+	}
+	printf("%-24s %-16s %4s %8s %-7s %10s %5s %12s %10s %10s\n", "NAME", "RUN", "RANK",
+	       "PID", "STATE", "STEP", "EPOCH", "WRITTEN", "DROPPED", "BACKLOG");
+	for (int i = 0; i < n; i++) {
+		if (ents[i]->d_name[0] != '.') {
+			snprintf(path, sizeof(path), "%s/%s", dir, ents[i]->d_name);
+			ls_one(path, ents[i]->d_name);
+		}
+		free(ents[i]);
+	}
+	free(ents);
+	return 0;
+}
+
+/* ---- stat ------------------------------------------------------------ */
+
+static void flags_text(unsigned f, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s%s%s%s",
+		 f & MRING_ON_STEP ? "step" : "",
+		 (f & MRING_ON_STEP) && (f & MRING_ON_EPOCH) ? "+" : "",
+		 f & MRING_ON_EPOCH ? (f & MRING_SUM ? "epoch:sum" : f & MRING_MIN ? "epoch:min" :
+				      f & MRING_MAX ? "epoch:max" : "epoch:mean") : "",
+		 f & MRING_PROG_BAR ? ",bar" : "");
+}
+
+static void stat_metric(struct mring_reader *r, int id)
+{
+	struct mring_stats live, ep;
+	char name[64], fl[48], epv[32] = "-";
+	unsigned flags;
+
+	if (mring_metric_info(r, id, name, sizeof(name), &flags) < 0 ||
+	    mring_stats_read(r, id, &live) < 0)
+		return;
+	flags_text(flags, fl, sizeof(fl));
+	if (mring_epoch_read(r, id, &ep) == 0)
+		snprintf(epv, sizeof(epv), "%.6g@%u", ep.value, ep.epoch);
+	printf("%4d %-28s %-20s %10llu %6llu %12.6g %12.6g %12.6g %12.6g %s\n", id, name, fl,
+	       (unsigned long long)live.count, (unsigned long long)live.nonfinite,
+	       live.last, live.value, live.min, live.max, epv);
+}
+
+int cmd_stat(int argc, char **argv)
+{
+	struct mring_reader *r;
+	struct mring_status st;
+	int ret, n;
+
+	if (wants_help(argc, argv) || argc != 2) {
+		fprintf(argc != 2 ? stderr : stdout,
+			"usage: mring stat SEGMENT\n"
+			"The segment's status, then every metric with its live epoch\n"
+			"statistics and its last completed epoch value.\n");
+		return argc != 2 ? EXIT_USAGE : 0;
+	}
+	ret = mring_reader_open(argv[1], MRING_OBSERVE, &r);
+	if (ret < 0) {
+		fprintf(stderr, "mring stat: %s: %s\n", argv[1], mring_strerror(ret));
+		return EXIT_USAGE;
+	}
+	mring_status_read(r, &st);
+	printf("run %s  rank %d  pid %d  %s\n", st.run, st.rank, st.pid, producer_state(&st));
+	printf("step %llu  epoch %u  capacity %llu  written %llu  read %llu  dropped %llu  "
+	       "overwritten %llu  drainer %s\n",
+	       (unsigned long long)st.step, st.epoch, (unsigned long long)st.capacity,
+	       (unsigned long long)st.written, (unsigned long long)st.read,
+	       (unsigned long long)st.dropped, (unsigned long long)st.overwritten,
+	       st.drainer ? "attached" : "none");
+	n = mring_metric_count(r);
+	printf("%4s %-28s %-20s %10s %6s %12s %12s %12s %12s %s\n", "ID", "METRIC", "FLAGS",
+	       "COUNT", "NONFIN", "LAST", "EPOCH-NOW", "MIN", "MAX", "LAST-EPOCH");
+	for (int id = 0; id < n; id++)
+		stat_metric(r, id);
+	mring_reader_close(r);
+	return 0;
+}
+
+/* ---- rm -------------------------------------------------------------- */
+
+static int rm_one(const char *path)
+{
+	struct mring_reader *r;
+	struct mring_status st;
+	int ret = mring_reader_open(path, MRING_OBSERVE, &r);
+
+	if (ret < 0) {
+		fprintf(stderr, "mring rm: %s: %s\n", path, mring_strerror(ret));
+		return EXIT_USAGE;
+	}
+	mring_status_read(r, &st);
+	mring_reader_close(r);
+	if (st.alive) {
+		fprintf(stderr, "mring rm: %s: producer %d is alive; not removed\n", path, st.pid);
+		return EXIT_USAGE;
+	}
+	if (unlink(path) < 0) {
+		fprintf(stderr, "mring rm: %s: %s\n", path, strerror(errno));
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+int cmd_rm(int argc, char **argv)
+{
+	struct seglist l;
+	int ret, status = 0;
+
+	if (wants_help(argc, argv) || argc < 2) {
+		fprintf(argc < 2 ? stderr : stdout,
+			"usage: mring rm SEGMENT...\n"
+			"Removes segments whose producer is gone (closed or crashed);\n"
+			"refuses a live one and any file that is not an mring segment.\n");
+		return argc < 2 ? EXIT_USAGE : 0;
+	}
+	ret = seglist_expand(&l, argv + 1, argc - 1);
+	if (ret < 0) {
+		fprintf(stderr, "mring rm: no segment matches\n");
+		return EXIT_USAGE;
+	}
+	for (int i = 0; i < l.n; i++)
+		if (rm_one(l.paths[i]))
+			status = EXIT_USAGE;
+	seglist_free(&l);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(int, char **);
+	} cmds[] = {
+		{ "drain", cmd_drain }, { "ls", cmd_ls }, { "stat", cmd_stat }, { "rm", cmd_rm },
+	};
+
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		fputs(usage, argc < 2 ? stderr : stdout);
+		return argc < 2 ? EXIT_USAGE : 0;
+	}
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (!strcmp(argv[1], cmds[i].name))
+			return cmds[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "mring: unknown command '%s'\n%s", argv[1], usage);
+	return EXIT_USAGE;
+}

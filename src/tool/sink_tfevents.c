@@ -1,0 +1,599 @@
+// SPDX-License-Identifier: MIT
+/*
+ * sink_tfevents.c - `mring drain --tensorboard DIR`: TensorBoard event files.
+ *
+ * A tfevents file is a plain sequence of TFRecords, each holding one
+ * serialized tensorboard.Event (protobuf, proto3):
+ *
+ *	uint64 len | uint32 masked_crc32c(len bytes) | data[len] | uint32 masked_crc32c(data)
+ *
+ * all little-endian, no file header or footer.  The first record is
+ * Event{wall_time, file_version="brain.Event:2"}; TensorBoard keys its
+ * restart handling on that version.  Each row then becomes one Event with
+ * a Summary of legacy simple_value scalars, as torch's SummaryWriter
+ * writes by default.  We encode the few fields we need by hand instead
+ * of linking a protobuf runtime into the tool.
+ *
+ * Durability: rows are encoded into a memory buffer and written with
+ * pwrite(2) at our own file offset when it passes TFEV_FLUSH_AT or at
+ * commit; commit adds fsync(2).  The drain state records the committed
+ * size and the file's basename (sink_state.extra).  On resume we truncate
+ * the file back to that size, which removes whatever a killed drainer
+ * wrote after its last commit, so no event appears twice.
+ *
+ * Errors: a failed write or fsync rolls the file back to the last
+ * committed size and drops every row handed to us since that commit.
+ * That is the same position the drain state is at, so a later commit
+ * never claims bytes that did not reach the disk, and a restart from the
+ * state re-reads the dropped rows from the ring.
+ *
+ * Resume errors: the file is missing: -ENOENT; it is shorter than the
+ * committed size (someone else truncated it, so events we promised are
+ * gone): -EIO; the recorded name is not a plain tfevents basename: -EINVAL.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sink.h"
+
+#define TFEV_FLUSH_AT	(64 * 1024)	/* write(2) once the buffer passes this */
+#define TFEV_VERSION	"brain.Event:2"
+#define TFEV_LOST_TAG	"mring/lost"
+#define TFEV_HDR	12		/* length + its CRC */
+#define TFEV_FTR	4		/* data CRC */
+#define TFEV_CRC_MASK_DELTA 0xa282ead8u
+
+/* protobuf keys: (field number << 3) | wire type */
+#define PB_EVENT_WALL_TIME	0x09	/* 1, fixed64 (double) */
+#define PB_EVENT_STEP		0x10	/* 2, varint (int64) */
+#define PB_EVENT_FILE_VERSION	0x1a	/* 3, length-delimited (string) */
+#define PB_EVENT_SUMMARY	0x2a	/* 5, length-delimited (Summary) */
+#define PB_SUMMARY_VALUE	0x0a	/* Summary.value 1, length-delimited */
+#define PB_VALUE_TAG		0x0a	/* Value.tag 1, length-delimited */
+#define PB_VALUE_SIMPLE		0x15	/* Value.simple_value 2, fixed32 (float) */
+
+struct sink {
+	int fd;
+	char *path;		/* dir + "/" + base */
+	const char *base;	/* points into path */
+	uint64_t committed;	/* file size at the last commit (durable) */
+	uint64_t flushed;	/* file offset where the next pwrite goes */
+	bool trunc_pending;	/* a rollback's ftruncate failed: retry first */
+	unsigned char *buf;	/* encoded records not yet written */
+	size_t len;
+	size_t cap;
+};
+
+/* ---- CRC-32C (Castagnoli), reflected poly 0x82F63B78 ---- */
+
+static uint32_t crc32c_table[256];
+static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
+
+static void crc32c_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+
+		for (int k = 0; k < 8; k++)
+			c = (c >> 1) ^ (0x82f63b78u & -(c & 1));
+		crc32c_table[i] = c;
+	}
+}
+
+static uint32_t tfevents_crc32c(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	uint32_t c = 0xffffffffu;
+
+	pthread_once(&crc32c_once, crc32c_init);
+	while (n--)
+		c = crc32c_table[(c ^ *b++) & 0xff] ^ (c >> 8);
+	return c ^ 0xffffffffu;
+}
+
+/*
+ * TFRecord stores CRCs "masked" (leveldb crc32c::Mask), because a CRC of
+ * data that itself embeds CRCs is weak.
+ */
+static uint32_t tfevents_mask(uint32_t crc)
+{
+	return ((crc >> 15) | (crc << 17)) + TFEV_CRC_MASK_DELTA;
+}
+
+/* ---- little-endian and protobuf primitives ---- */
+
+static unsigned char *put_le(unsigned char *p, uint64_t v, int bytes)
+{
+	for (int i = 0; i < bytes; i++)
+		*p++ = (unsigned char)(v >> (8 * i));
+	return p;
+}
+
+static size_t varint_len(uint64_t v)
+{
+	size_t n = 1;
+
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+static unsigned char *put_varint(unsigned char *p, uint64_t v)
+{
+	while (v >= 0x80) {
+		*p++ = (unsigned char)(v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (unsigned char)v;
+	return p;
+}
+
+static unsigned char *put_double(unsigned char *p, double d)
+{
+	uint64_t u;
+
+	memcpy(&u, &d, sizeof(u));
+	return put_le(p, u, 8);
+}
+
+static unsigned char *put_float(unsigned char *p, float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, sizeof(u));
+	return put_le(p, u, 4);
+}
+
+static unsigned char *put_bytes(unsigned char *p, int key, const void *s, size_t n)
+{
+	*p++ = (unsigned char)key;
+	p = put_varint(p, n);
+	memcpy(p, s, n);
+	return p + n;
+}
+
+/* ---- the record buffer ---- */
+
+static int buf_reserve(struct sink *s, size_t need)
+{
+	size_t cap = s->cap ? s->cap : 4096;
+	unsigned char *nb;
+
+	if (need > SIZE_MAX - s->len)
+		return -ENOMEM;
+	while (cap - s->len < need) {
+		if (cap > SIZE_MAX / 2)
+			return -ENOMEM;
+		cap *= 2;
+	}
+	if (cap == s->cap)
+		return 0;
+	nb = realloc(s->buf, cap);
+	if (!nb)
+		return -ENOMEM;
+	s->buf = nb;
+	s->cap = cap;
+	return 0;
+}
+
+/*
+ * Frame the @dlen payload bytes already encoded at buf + len + TFEV_HDR
+ * and make them part of the buffer.
+ */
+static void record_seal(struct sink *s, size_t dlen)
+{
+	unsigned char *r = s->buf + s->len;
+	unsigned char *d = r + TFEV_HDR;
+
+	put_le(r, dlen, 8);
+	put_le(r + 8, tfevents_mask(tfevents_crc32c(r, 8)), 4);
+	put_le(d + dlen, tfevents_mask(tfevents_crc32c(d, dlen)), 4);
+	s->len += TFEV_HDR + dlen + TFEV_FTR;
+}
+
+/* Event{wall_time, file_version="brain.Event:2"}: every file starts so. */
+static int tfevents_put_version(struct sink *s, double wall_time)
+{
+	size_t vlen = strlen(TFEV_VERSION);
+	size_t dlen = 9 + 1 + varint_len(vlen) + vlen;
+	unsigned char *p;
+	int err;
+
+	err = buf_reserve(s, TFEV_HDR + dlen + TFEV_FTR);
+	if (err)
+		return err;
+	p = s->buf + s->len + TFEV_HDR;
+	*p++ = PB_EVENT_WALL_TIME;
+	p = put_double(p, wall_time);
+	put_bytes(p, PB_EVENT_FILE_VERSION, TFEV_VERSION, vlen);
+	record_seal(s, dlen);
+	return 0;
+}
+
+/* "rank<N>/" keeps the ranks of one run apart in one TensorBoard run. */
+static int tag_prefix(char *pfx, size_t size, int32_t rank)
+{
+	if (rank < 0) {
+		pfx[0] = '\0';
+		return 0;
+	}
+	return snprintf(pfx, size, "rank%d/", (int)rank);
+}
+
+static size_t value_len(size_t taglen)
+{
+	return 1 + varint_len(taglen) + taglen + 1 + 4;
+}
+
+/* Summary.value entry: {tag = pfx + key, simple_value = v} */
+static unsigned char *put_value(unsigned char *p, const char *pfx, size_t plen,
+				const char *key, size_t klen, float v)
+{
+	*p++ = PB_SUMMARY_VALUE;
+	p = put_varint(p, value_len(plen + klen));
+	*p++ = PB_VALUE_TAG;
+	p = put_varint(p, plen + klen);
+	memcpy(p, pfx, plen);
+	memcpy(p + plen, key, klen);
+	p += plen + klen;
+	*p++ = PB_VALUE_SIMPLE;
+	return put_float(p, v);
+}
+
+/*
+ * One Event{wall_time, step, summary{value...}} for @n scalars.  Values
+ * are narrowed to float as simple_value is; NaN and Inf stay what they
+ * are, since TensorBoard plots them.  proto3 leaves a zero step out.
+ */
+static int tfevents_put_scalars(struct sink *s, double wall_time, uint64_t step,
+				int32_t rank, int n, const char *const *keys,
+				const double *vals)
+{
+	char pfx[24];
+	size_t plen = (size_t)tag_prefix(pfx, sizeof(pfx), rank);
+	size_t slen = 0, dlen;
+	unsigned char *p;
+	int err;
+
+	if (n <= 0)
+		return 0;	/* nothing to plot: no empty events */
+	for (int i = 0; i < n; i++) {
+		size_t vl = value_len(plen + strlen(keys[i]));
+
+		slen += 1 + varint_len(vl) + vl;
+	}
+	dlen = 9 + (step ? 1 + varint_len(step) : 0) + 1 + varint_len(slen) + slen;
+	err = buf_reserve(s, TFEV_HDR + dlen + TFEV_FTR);
+	if (err)
+		return err;
+
+	p = s->buf + s->len + TFEV_HDR;
+	*p++ = PB_EVENT_WALL_TIME;
+	p = put_double(p, wall_time);
+	if (step) {
+		*p++ = PB_EVENT_STEP;
+		p = put_varint(p, step);
+	}
+	*p++ = PB_EVENT_SUMMARY;
+	p = put_varint(p, slen);
+	for (int i = 0; i < n; i++)
+		p = put_value(p, pfx, plen, keys[i], strlen(keys[i]), (float)vals[i]);
+	record_seal(s, dlen);
+	return 0;
+}
+
+/* ---- file I/O ---- */
+
+static int write_all(int fd, const unsigned char *p, size_t n, uint64_t off)
+{
+	while (n) {
+		ssize_t w = pwrite(fd, p, n, (off_t)off);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (w == 0)
+			return -EIO;
+		p += w;
+		n -= (size_t)w;
+		off += (uint64_t)w;
+	}
+	return 0;
+}
+
+/*
+ * Forget everything since the last commit, on disk and in memory.  If
+ * even ftruncate fails, the stale tail is harmless as long as we retry
+ * the truncate before the next write: pwrite goes to s->flushed anyway.
+ */
+static void rollback(struct sink *s)
+{
+	s->len = 0;
+	s->flushed = s->committed;
+	s->trunc_pending = ftruncate(s->fd, (off_t)s->committed) != 0;
+}
+
+static int flush(struct sink *s)
+{
+	int err;
+
+	if (s->trunc_pending) {
+		if (ftruncate(s->fd, (off_t)s->committed))
+			return -errno;
+		s->trunc_pending = false;
+	}
+	if (!s->len)
+		return 0;
+	err = write_all(s->fd, s->buf, s->len, s->flushed);
+	if (err) {
+		rollback(s);
+		return err;
+	}
+	s->flushed += s->len;
+	s->len = 0;
+	return 0;
+}
+
+/* One level of mkdir -p: fine if @path already is a directory. */
+static int mkdir_one(const char *path)
+{
+	struct stat st;
+
+	if (mkdir(path, 0755) && errno != EEXIST)
+		return -errno;
+	if (stat(path, &st))
+		return -errno;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* mkdir -p, mode 0755; an existing non-directory component is -ENOTDIR. */
+static int mkdir_p(const char *dir)
+{
+	char tmp[PATH_MAX];
+	size_t n = strlen(dir);
+	int err;
+
+	if (n == 0)
+		return -ENOENT;
+	if (n >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	memcpy(tmp, dir, n + 1);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		err = mkdir_one(tmp);
+		*p = '/';
+		if (err)
+			return err;
+	}
+	return mkdir_one(tmp);
+}
+
+/* The new name must survive a crash before the state records it. */
+static int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) && errno != EINVAL)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+static int set_path(struct sink *s, const char *dir, const char *base)
+{
+	size_t dl = strlen(dir), bl = strlen(base);
+
+	while (dl > 1 && dir[dl - 1] == '/')
+		dl--;
+	if (dl + 1 + bl >= PATH_MAX)
+		return -ENAMETOOLONG;
+	s->path = malloc(dl + 1 + bl + 1);
+	if (!s->path)
+		return -ENOMEM;
+	memcpy(s->path, dir, dl);
+	s->path[dl] = '/';
+	memcpy(s->path + dl + 1, base, bl + 1);
+	s->base = s->path + dl + 1;
+	return 0;
+}
+
+/*
+ * events.out.tfevents.<epoch s, 10 digits>.<host>.<pid>.mring: the
+ * TensorBoard writer's pattern.  TensorBoard reads a directory's files
+ * in name order and follows only the newest, which the zero-padded
+ * timestamp makes the last.
+ */
+static void make_basename(char *out, size_t size)
+{
+	char host[256];
+
+	if (gethostname(host, sizeof(host)))
+		strcpy(host, "localhost");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(out, size, "events.out.tfevents.%010ld.%s.%d.mring",
+		 (long)time(NULL), host, (int)getpid());
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int open_fresh(struct sink *s, const char *dir)
+{
+	char base[512];
+	int err;
+
+	make_basename(base, sizeof(base));
+	err = set_path(s, dir, base);
+	if (err)
+		return err;
+	s->fd = open(s->path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+	if (s->fd < 0)
+		return -errno;
+	/* The version record goes out now, so the file is never empty. */
+	err = tfevents_put_version(s, now_s());
+	if (!err)
+		err = flush(s);
+	if (!err && fsync(s->fd))
+		err = -errno;
+	if (!err)
+		err = fsync_dir(dir);
+	if (err) {
+		unlink(s->path);
+		return err;
+	}
+	s->committed = s->flushed;
+	return 0;
+}
+
+/* The state's basename must name a file directly inside the directory. */
+static bool base_ok(const char *b)
+{
+	return b[0] && b[0] != '.' && !strchr(b, '/') && strstr(b, "tfevents");
+}
+
+static int open_resume(struct sink *s, const char *dir, const struct sink_state *st)
+{
+	struct stat sb;
+	int err;
+
+	if (!memchr(st->extra, '\0', sizeof(st->extra)) || !base_ok(st->extra))
+		return -EINVAL;
+	err = set_path(s, dir, st->extra);
+	if (err)
+		return err;
+	s->fd = open(s->path, O_WRONLY | O_CLOEXEC);
+	if (s->fd < 0)
+		return -errno;
+	if (fstat(s->fd, &sb))
+		return -errno;
+	if (!S_ISREG(sb.st_mode))
+		return -EINVAL;
+	if ((uint64_t)sb.st_size < st->size)
+		return -EIO;	/* committed events are gone: don't paper over it */
+	/* drop what a killed drainer wrote after its last commit */
+	if ((uint64_t)sb.st_size > st->size && ftruncate(s->fd, (off_t)st->size))
+		return -errno;
+	s->committed = s->flushed = st->size;
+	return 0;
+}
+
+/* ---- sink_ops ---- */
+
+static void tfevents_close(struct sink *s)
+{
+	if (!s)
+		return;
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s->buf);
+	free(s->path);
+	free(s);
+}
+
+static int tfevents_open(struct sink **out, const char *dir,
+			 const struct sink_state *resume)
+{
+	struct sink *s;
+	int err;
+
+	*out = NULL;
+	err = mkdir_p(dir);
+	if (err)
+		return err;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->fd = -1;
+	err = resume ? open_resume(s, dir, resume) : open_fresh(s, dir);
+	if (err) {
+		tfevents_close(s);
+		return err;
+	}
+	*out = s;
+	return 0;
+}
+
+static int tfevents_write(struct sink *s, const struct row *r)
+{
+	double wall = (double)r->wall_ns / 1e9;
+	int err;
+
+	switch (r->kind) {
+	case ROW_STEP:
+	case ROW_EPOCH:
+		err = tfevents_put_scalars(s, wall, r->step, r->rank, r->n,
+					   r->keys, r->vals);
+		break;
+	case ROW_LOST: {
+		static const char *const lost_key[] = { TFEV_LOST_TAG };
+		double lost = (double)r->lost;
+
+		err = tfevents_put_scalars(s, wall, r->step, r->rank, 1,
+					   lost_key, &lost);
+		break;
+	}
+	default:
+		return -EINVAL;
+	}
+	if (err)
+		return err;
+	return s->len > TFEV_FLUSH_AT ? flush(s) : 0;
+}
+
+static int tfevents_commit(struct sink *s, struct sink_state *st)
+{
+	int err = flush(s);
+
+	if (err)
+		return err;
+	if (fsync(s->fd)) {
+		/* after a failed fsync the page cache can't be trusted */
+		err = -errno;
+		rollback(s);
+		return err;
+	}
+	s->committed = s->flushed;
+	st->size = s->committed;
+	snprintf(st->extra, sizeof(st->extra), "%s", s->base);
+	return 0;
+}
+
+static const char *tfevents_path(struct sink *s)
+{
+	return s->path;
+}
+
+const struct sink_ops sink_tfevents_ops = {
+	.name	= "tensorboard",
+	.open	= tfevents_open,
+	.write	= tfevents_write,
+	.commit	= tfevents_commit,
+	.path	= tfevents_path,
+	.close	= tfevents_close,
+};

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tool.h - shared by the subcommands of the mring command-line tool.
+ */
+#ifndef MRING_TOOL_H
+#define MRING_TOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <mring.h>
+
+/* Exit statuses of every subcommand. */
+#define EXIT_USAGE	1	/* bad command line, missing or bad segment */
+#define EXIT_OUTPUT	2	/* an output could not be written */
+#define EXIT_CRASHED	3	/* a producer died without closing */
+
+struct seglist {
+	char **paths;
+	int n;
+};
+
+/*
+ * Expand SEGMENT arguments: a path, a bare name (in $MRING_DIR, default
+ * /dev/shm) or a glob of either.  Sorted, duplicates removed.  Returns
+ * 0, or -ENOENT when nothing matched, -ENOMEM.
+ */
+int seglist_expand(struct seglist *l, char **args, int nargs);
+void seglist_free(struct seglist *l);
+const char *mring_dir(void);
+const char *producer_state(const struct mring_status *st);
+
+int cmd_drain(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_stat(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
+
+#endif

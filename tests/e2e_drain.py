@@ -1,0 +1,423 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""End-to-end tests of `mring drain`, `ls`, `stat` and `rm`.
+
+A producer (tests/prod_canary.c) logs values the checker recomputes; the
+drain tool writes JSONL/CSV/TensorBoard files; Python's json and csv
+modules (and protobuf, in tfevents_check.py) read them back.  Runs under
+/usr/bin/python3 with the standard library only (plus what
+tfevents_check.py needs).
+
+Usage: e2e_drain.py --mring PATH --producer PATH [--only NAME]
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+ARGS = None
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Env:
+    """A private MRING_DIR and output directory for one test."""
+
+    def __init__(self, name):
+        self.dir = tempfile.mkdtemp(prefix="mring-e2e-%s-" % name)
+        self.shm = os.path.join(self.dir, "shm")
+        os.mkdir(self.shm)
+        self.env = dict(os.environ, MRING_DIR=self.shm)
+        self.procs = []
+
+    def path(self, *p):
+        return os.path.join(self.dir, *p)
+
+    def producer(self, seg, steps, epoch_steps, step_us, rank=0, cap=0):
+        p = subprocess.Popen([ARGS.producer, seg, str(steps), str(epoch_steps),
+                              str(step_us), str(rank), str(cap)],
+                             env=self.env, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        self.procs.append(p)
+        return p
+
+    def mring(self, *args, **kw):
+        return subprocess.run([ARGS.mring] + list(args), env=self.env,
+                              capture_output=True, text=True, **kw)
+
+    def drain(self, *args):
+        p = subprocess.Popen([ARGS.mring, "drain"] + list(args), env=self.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        return p
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def value(step, metric):
+    if metric == 1 and step % 7 == 3:
+        return float("nan")
+    return step * 1000.0 + metric + 0.25
+
+
+def expected_rows(steps, epoch_steps):
+    """What the producer logged, as the drain must write it."""
+    step_rows, epoch_rows = {}, {}
+    loss = []
+    for s in range(steps):
+        e = s // epoch_steps if epoch_steps else 0
+        step_rows[s] = {"loss_step": value(s, 0), "lr": value(s, 1), "epoch": e, "step": s}
+        loss.append(value(s, 0))
+        if epoch_steps and s % epoch_steps == epoch_steps - 1:
+            epoch_rows[e] = {"loss_epoch": math.fsum(loss) / len(loss),
+                             "acc": value(s, 2), "epoch": e, "step": s}
+            loss = []
+    return step_rows, epoch_rows
+
+
+def same(a, b):
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-15, abs_tol=0)
+    return a == b
+
+
+def merge_rows(rows, rank=None):
+    """Rows of one step may be split at a flush; no key may come twice."""
+    steps, epochs, lost = {}, {}, 0
+    for r in rows:
+        if rank is not None and r.get("rank") != rank:
+            continue
+        r = {k: v for k, v in r.items() if k != "rank"}
+        if "mring_lost" in r:
+            lost += r["mring_lost"]
+            continue
+        is_epoch = any(k.endswith("_epoch") or k == "acc" for k in r)
+        into = epochs.setdefault(r["epoch"], {}) if is_epoch else steps.setdefault(r["step"], {})
+        for k, v in r.items():
+            if k in ("epoch", "step"):
+                assert into.get(k, v) == v, (k, into, r)
+            else:
+                assert k not in into, "key %s twice at %s" % (k, r)
+            into[k] = v
+    return steps, epochs, lost
+
+
+def check_rows(rows, steps, epoch_steps, rank=None):
+    got_steps, got_epochs, lost = merge_rows(rows, rank)
+    want_steps, want_epochs = expected_rows(steps, epoch_steps)
+    assert lost == 0, "lost %d" % lost
+    assert sorted(got_steps) == sorted(want_steps), \
+        "steps: missing %s extra %s" % (sorted(set(want_steps) - set(got_steps))[:5],
+                                        sorted(set(got_steps) - set(want_steps))[:5])
+    for s, want in want_steps.items():
+        got = got_steps[s]
+        assert set(got) == set(want), (s, got, want)
+        for k in want:
+            assert same(want[k], got[k]), (s, k, got[k], want[k])
+    assert sorted(got_epochs) == sorted(want_epochs), (sorted(got_epochs), sorted(want_epochs))
+    for e, want in want_epochs.items():
+        got = got_epochs[e]
+        assert set(got) == set(want), (e, got, want)
+        for k in want:
+            assert same(want[k], got[k]), (e, k, got[k], want[k])
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def read_csv(path):
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            d = {}
+            for k, v in r.items():
+                if v == "":
+                    continue
+                d[k] = int(v) if k in ("step", "epoch", "rank", "mring_lost") else float(v)
+            rows.append(d)
+    return rows
+
+
+def f32(x):
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def read_tfevents(path):
+    """(step, tag) -> value, through the independent protobuf reader."""
+    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "tfevents_check.py"), path],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1].startswith("records ") and lines[-1].endswith(" OK"), lines[-1]
+    scalars = {}
+    for line in lines[:-1]:
+        step, tag, val = line.split(" ")
+        key = (int(step), tag)
+        assert key not in scalars, "(step, tag) %s written twice" % (key,)
+        scalars[key] = float(val)
+    return scalars
+
+
+def check_tfevents(scalars, steps, epoch_steps):
+    want_steps, want_epochs = expected_rows(steps, epoch_steps)
+    want = {}
+    for rows in (want_steps.values(), want_epochs.values()):
+        for r in rows:
+            for k, v in r.items():
+                if k not in ("epoch", "step"):
+                    want[(r["step"], k)] = f32(v)
+    assert set(scalars) == set(want), (sorted(set(want) - set(scalars))[:5],
+                                       sorted(set(scalars) - set(want))[:5])
+    for key, v in want.items():
+        assert same(v, scalars[key]), (key, scalars[key], v)
+
+
+def tb_file(env):
+    files = [f for f in os.listdir(env.path("tb")) if "tfevents" in f]
+    assert len(files) == 1, files
+    return env.path("tb", files[0])
+
+
+# ---- tests ------------------------------------------------------------------
+
+def test_all_sinks_agree_with_independent_readers(env):
+    env.producer("run", 700, 100, 0).wait()
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "--csv", env.path("csv"),
+                  "--tensorboard", env.path("tb"), "run")
+    assert r.returncode == 0, r.stderr
+    check_rows(read_jsonl(env.path("out.jsonl")), 700, 100)
+    check_rows(read_csv(env.path("csv", "metrics.csv")), 700, 100)
+    check_tfevents(read_tfevents(tb_file(env)), 700, 100)
+
+
+def test_killed_drainer_is_exact_in_every_sink(env):
+    steps, ep = 5000, 400
+    prod = env.producer("run", steps, ep, 100)
+    rng = random.Random(11)
+    kills = 0
+    while True:
+        d = env.drain("--jsonl", env.path("out.jsonl"), "--csv", env.path("csv"),
+                      "--tensorboard", env.path("tb"), "--follow", "--flush-ms", "5", "run")
+        try:
+            d.wait(timeout=rng.uniform(0.05, 0.25))
+            break
+        except subprocess.TimeoutExpired:
+            d.kill()
+            d.wait()
+            kills += 1
+    assert d.returncode == 0, d.stderr.read()
+    assert prod.wait() == 0
+    assert kills >= 3, kills
+    check_rows(read_jsonl(env.path("out.jsonl")), steps, ep)
+    check_rows(read_csv(env.path("csv", "metrics.csv")), steps, ep)
+    check_tfevents(read_tfevents(tb_file(env)), steps, ep)
+
+
+def test_sigterm_flushes_and_a_restart_continues(env):
+    prod = env.producer("run", 3000, 300, 200)
+    d = env.drain("--jsonl", env.path("out.jsonl"), "--follow", "run")
+    time.sleep(0.3)
+    d.send_signal(signal.SIGTERM)
+    _, err = d.communicate(timeout=10)
+    assert d.returncode == 128 + signal.SIGTERM, (d.returncode, err)
+    n = len(read_jsonl(env.path("out.jsonl")))
+    assert n > 0, "nothing flushed at SIGTERM (default --flush-ms is 1 s)"
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "--follow", "run")
+    assert r.returncode == 0, r.stderr
+    assert prod.wait() == 0
+    check_rows(read_jsonl(env.path("out.jsonl")), 3000, 300)
+
+def test_jsonl_rows_match_what_was_logged(env):
+    env.producer("run", 1000, 100, 0).wait()
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "run")
+    assert r.returncode == 0, r.stderr
+    assert "3000 events" not in r.stderr  # events include STEP and epoch records
+    check_rows(read_jsonl(env.path("out.jsonl")), 1000, 100)
+    # a second run with the same arguments adds nothing
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "run")
+    assert r.returncode == 0, r.stderr
+    check_rows(read_jsonl(env.path("out.jsonl")), 1000, 100)
+
+
+def test_killed_drainer_restarts_exactly_once(env):
+    steps, ep = 6000, 500
+    prod = env.producer("run", steps, ep, 100)
+    out = env.path("out.jsonl")
+    rng = random.Random(7)
+    kills = 0
+    while True:
+        d = env.drain("--jsonl", out, "--follow", "--flush-ms", "5", "run")
+        try:
+            d.wait(timeout=rng.uniform(0.05, 0.25))
+            break
+        except subprocess.TimeoutExpired:
+            d.kill()
+            d.wait()
+            kills += 1
+    assert d.returncode == 0, d.stderr.read()
+    assert prod.wait() == 0
+    assert kills >= 3, "the drainer finished too early to be killed (%d)" % kills
+    check_rows(read_jsonl(out), steps, ep)
+
+
+def test_follow_reports_a_crashed_producer(env):
+    prod = env.producer("run", 10 ** 9, 0, 200)
+    d = env.drain("--jsonl", env.path("out.jsonl"), "--follow", "--flush-ms", "10", "run")
+    time.sleep(0.3)
+    prod.send_signal(signal.SIGKILL)
+    prod.wait()
+    _, err = d.communicate(timeout=20)
+    assert d.returncode == 3, (d.returncode, err)
+    assert "crashed" in err, err
+    rows = read_jsonl(env.path("out.jsonl"))
+    assert len(rows) > 10
+    for r in rows:
+        assert same(r["loss_step"], value(r["step"], 0)), r
+
+
+def test_wait_starts_before_the_producer(env):
+    d = env.drain("--jsonl", env.path("out.jsonl"), "--wait", "--follow", "run")
+    time.sleep(0.3)
+    env.producer("run", 300, 100, 0).wait()
+    _, err = d.communicate(timeout=20)
+    assert d.returncode == 0, err
+    check_rows(read_jsonl(env.path("out.jsonl")), 300, 100)
+
+
+def test_several_ranks_carry_rank(env):
+    env.producer("run-r0", 200, 50, 0, rank=0).wait()
+    env.producer("run-r1", 200, 50, 0, rank=1).wait()
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "run-r*")
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl(env.path("out.jsonl"))
+    for rank in (0, 1):
+        check_rows(rows, 200, 50, rank=rank)
+
+
+def test_losses_become_rows(env):
+    # capacity 64, nobody draining: most records are dropped
+    env.producer("run", 100, 0, 0, cap=64).wait()
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "run")
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl(env.path("out.jsonl"))
+    lost = sum(x.get("mring_lost", 0) for x in rows)
+    n_values = sum(len([k for k in x if k not in ("epoch", "step", "mring_lost")]) for x in rows)
+    n_steps = len({x["step"] for x in rows if "loss_step" in x})
+    # 100 steps x (STEP + loss + lr) records; 63 fit
+    assert n_values + n_steps + lost == 300, (n_values, n_steps, lost)
+    assert "%d lost" % lost in r.stderr, r.stderr
+
+
+def test_bad_command_lines_and_segments(env):
+    r = env.mring("drain", "--help")
+    assert r.returncode == 0 and "usage" in r.stdout
+    r = env.mring("drain", "--jsonl", env.path("x"), "missing")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "missing" in r.stderr, r.stderr
+    r = env.mring("drain", "run")
+    assert r.returncode == 1 and "no output" in r.stderr
+    r = env.mring("drain", "--flush-ms", "soon", "--jsonl", env.path("x"), "run")
+    assert r.returncode == 1 and "--flush-ms" in r.stderr
+    r = env.mring("nonsense")
+    assert r.returncode == 1 and "unknown command" in r.stderr
+    with open(os.path.join(env.shm, "junk"), "wb") as f:
+        f.write(b"not a segment" * 400)
+    r = env.mring("drain", "--jsonl", env.path("x"), "junk")
+    assert r.returncode == 1 and "not an mring segment" in r.stderr, r.stderr
+
+
+def test_unwritable_output_keeps_records_in_the_ring(env):
+    env.producer("run", 50, 0, 0).wait()
+    r = env.mring("drain", "--jsonl", env.path("no-such-dir", "out.jsonl"), "run")
+    assert r.returncode == 2, r.stderr
+    assert "No such file" in r.stderr
+    st = env.mring("stat", "run").stdout
+    assert " read 0 " in st, st
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "run")
+    assert r.returncode == 0
+    check_rows(read_jsonl(env.path("out.jsonl")), 50, 0)
+
+
+def test_full_output_disk_is_an_error_and_nothing_moves(env):
+    small = env.path("small")
+    os.mkdir(small)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", small]).returncode:
+        print("  (skipped: cannot mount a small tmpfs)")
+        return
+    try:
+        env.producer("run", 5000, 0, 0).wait()
+        r = env.mring("drain", "--jsonl", os.path.join(small, "out.jsonl"), "run")
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert "No space left" in r.stderr, r.stderr
+        st = env.mring("stat", "run").stdout
+        assert " read 0 " in st, st
+    finally:
+        subprocess.run(["umount", small])
+
+
+def test_ls_stat_rm(env):
+    live = env.producer("live", 10 ** 9, 0, 1000)
+    env.producer("done", 10, 5, 0).wait()
+    r = env.mring("ls")
+    assert r.returncode == 0
+    lines = {l.split()[0]: l.split() for l in r.stdout.splitlines()[1:]}
+    assert lines["live"][4] == "alive" and lines["done"][4] == "closed", r.stdout
+    r = env.mring("stat", "done")
+    assert r.returncode == 0 and "loss" in r.stdout and "closed" in r.stdout, r.stdout
+    r = env.mring("rm", "live")
+    assert r.returncode == 1 and "alive" in r.stderr
+    assert os.path.exists(os.path.join(env.shm, "live"))
+    r = env.mring("rm", "done")
+    assert r.returncode == 0 and not os.path.exists(os.path.join(env.shm, "done"))
+    live.kill()
+    live.wait()
+    r = env.mring("rm", "live")
+    assert r.returncode == 0, r.stderr
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mring", required=True)
+    ap.add_argument("--producer", required=True)
+    ap.add_argument("--only")
+    ARGS = ap.parse_args()
+    tests = [(n, f) for n, f in sorted(globals().items())
+             if n.startswith("test_") and (not ARGS.only or ARGS.only in n)]
+    passed = failed = 0
+    for name, fn in tests:
+        env = Env(name[5:20])
+        t0 = time.time()
+        try:
+            fn(env)
+            passed += 1
+            print("PASS %s (%.2fs)" % (name, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s" % name, flush=True)
+            traceback.print_exc()
+        finally:
+            env.close()
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -231,6 +231,83 @@ def test_killed_drainer_is_exact_in_every_sink(env):
     check_tfevents(read_tfevents(tb_file(env)), steps, ep)
 
 
+def expected_windows(steps, epoch_steps, every):
+    """--every: per window of `every` steps (never across an epoch), the
+    mean of each metric's finite values at the window's last step."""
+    rows, win = {}, {}
+
+    def close():
+        if win:
+            last = max(win["steps"])
+            row = {"epoch": win["epoch"], "step": last}
+            for k, vals in win["vals"].items():
+                fin = [v for v in vals if not math.isnan(v)]
+                row[k] = math.fsum(fin) / len(fin) if fin else float("nan")
+            rows[last] = row
+            win.clear()
+
+    for s in range(steps):
+        e = s // epoch_steps if epoch_steps else 0
+        if win and (s // every != win["index"] or e != win["epoch"]):
+            close()
+        if not win:
+            win.update(index=s // every, epoch=e, steps=[], vals={"loss_step": [], "lr": []})
+        win["steps"].append(s)
+        win["vals"]["loss_step"].append(value(s, 0))
+        win["vals"]["lr"].append(value(s, 1))
+        if epoch_steps and s % epoch_steps == epoch_steps - 1:
+            close()
+    close()
+    return rows
+
+
+def check_windows(rows, steps, epoch_steps, every):
+    want = expected_windows(steps, epoch_steps, every)
+    got = {r["step"]: r for r in rows if "loss_step" in r}
+    assert len(got) == len([r for r in rows if "loss_step" in r]), "a window row twice"
+    assert sorted(got) == sorted(want), (sorted(set(want) - set(got))[:5],
+                                         sorted(set(got) - set(want))[:5])
+    for st, w in want.items():
+        assert set(got[st]) == set(w), (got[st], w)
+        for k in w:
+            assert math.isclose(w[k], got[st][k], rel_tol=1e-12) or same(w[k], got[st][k]), \
+                (st, k, got[st][k], w[k])
+    _, want_epochs = expected_rows(steps, epoch_steps)
+    epochs = [r for r in rows if "loss_epoch" in r]
+    assert len(epochs) == len(want_epochs), (len(epochs), len(want_epochs))
+
+
+def test_every_n_steps_gives_window_means(env):
+    # 7 does not divide the epoch of 100: windows are cut at epoch ends
+    env.producer("run", 1000, 100, 0).wait()
+    r = env.mring("drain", "--every", "7", "--jsonl", env.path("out.jsonl"), "run")
+    assert r.returncode == 0, r.stderr
+    check_windows(read_jsonl(env.path("out.jsonl")), 1000, 100, 7)
+    r = env.mring("drain", "--every", "0", "--jsonl", env.path("x.jsonl"), "run")
+    assert r.returncode == 1 and "--every" in r.stderr
+
+
+def test_every_survives_kills_exactly(env):
+    steps, ep, every = 4000, 1000, 50
+    prod = env.producer("run", steps, ep, 100)
+    rng = random.Random(5)
+    kills = 0
+    while True:
+        d = env.drain("--every", str(every), "--jsonl", env.path("out.jsonl"), "--follow",
+                      "--flush-ms", "5", "run")
+        try:
+            d.wait(timeout=rng.uniform(0.05, 0.2))
+            break
+        except subprocess.TimeoutExpired:
+            d.kill()
+            d.wait()
+            kills += 1
+    assert d.returncode == 0, d.stderr.read()
+    assert prod.wait() == 0
+    assert kills >= 2, kills
+    check_windows(read_jsonl(env.path("out.jsonl")), steps, ep, every)
+
+
 def test_sigterm_flushes_and_a_restart_continues(env):
     prod = env.producer("run", 3000, 300, 200)
     d = env.drain("--jsonl", env.path("out.jsonl"), "--follow", "run")

@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,23 @@ struct names {
 	uint64_t mark;		/* pending.gen of the step row holding it */
 };
 
+/*
+ * --every N (Hugging Face logging_steps): one row per window of N steps
+ * holding each metric's mean over the window.  The window is part of the
+ * drain state, so a restart continues it exactly.
+ */
+struct window {
+	bool active;
+	uint64_t index;		/* step / N */
+	uint64_t last_step;
+	uint32_t epoch;
+	int64_t wall_ns;
+	int n;			/* metrics with a slot below */
+	double *sum;		/* per metric id: finite values */
+	uint64_t *count;
+	uint64_t *nonfinite;
+};
+
 struct seg {
 	char *path;
 	struct mring_reader *r;
@@ -62,6 +80,7 @@ struct seg {
 	struct names *names;
 	int nnames;
 	struct pending step_row, epoch_row;
+	struct window win;
 	uint64_t events, lost;
 };
 
@@ -79,6 +98,7 @@ struct drain {
 	int nouts;
 	char *state_path;
 	long flush_ms;
+	uint64_t every;		/* --every N, 0: every step */
 	bool follow, wait;
 	bool dirty;
 	uint64_t rows;
@@ -104,6 +124,8 @@ static const char drain_usage[] =
 	"  --follow            keep draining while producers live; exit when all are gone\n"
 	"  --wait              wait for the segments to appear\n"
 	"  --flush-ms N        a logged value reaches the files within N ms (default 1000)\n"
+	"  --every N           one row per N steps with each metric's window mean\n"
+	"                      (Hugging Face logging_steps); epoch rows unchanged\n"
 	"\n"
 	"Names follow Lightning: a metric logged ON_STEP and ON_EPOCH appears as\n"
 	"name_step per step and name_epoch per epoch.  Losses appear as mring_lost rows.\n"
@@ -215,6 +237,91 @@ static int pending_add(struct drain *d, struct pending *p, const struct mring_ev
 	return 0;
 }
 
+static int window_grow(struct window *w, int n)
+{
+	double *sum;
+	uint64_t *count, *nonfinite;
+
+	if (n <= w->n)
+		return 0;
+	sum = realloc(w->sum, (size_t)n * sizeof(*sum));
+	if (sum)
+		w->sum = sum;
+	count = realloc(w->count, (size_t)n * sizeof(*count));
+	if (count)
+		w->count = count;
+	nonfinite = realloc(w->nonfinite, (size_t)n * sizeof(*nonfinite));
+	if (nonfinite)
+		w->nonfinite = nonfinite;
+	if (!sum || !count || !nonfinite)
+		return -ENOMEM;
+	for (int i = w->n; i < n; i++) {
+		w->sum[i] = 0;
+		w->count[i] = w->nonfinite[i] = 0;
+	}
+	w->n = n;
+	return 0;
+}
+
+/* The window's row: the mean of each metric's finite values (NaN if it
+ * only had non-finite ones), at the window's last step. */
+static int window_flush(struct drain *d, struct seg *g)
+{
+	struct window *w = &g->win;
+	struct pending *p = &g->step_row;
+	int ret = 0;
+
+	if (!w->active)
+		return 0;
+	p->active = true;
+	p->step = w->last_step;
+	p->epoch = w->epoch;
+	p->wall_ns = w->wall_ns;
+	p->n = 0;
+	for (int id = 0; id < w->n && !ret; id++) {
+		struct mring_event ev = { .step = w->last_step, .epoch = w->epoch };
+
+		if (!w->count[id] && !w->nonfinite[id])
+			continue;
+		ev.value = w->count[id] ? w->sum[id] / (double)w->count[id] : NAN;
+		ret = pending_add(d, p, &ev, g->names[id].step);
+		w->sum[id] = 0;
+		w->count[id] = w->nonfinite[id] = 0;
+	}
+	w->active = false;
+	return ret ? ret : pending_flush(d, g, p, ROW_STEP);
+}
+
+static int window_add(struct drain *d, struct seg *g, const struct mring_event *ev)
+{
+	struct window *w = &g->win;
+	uint64_t index = ev->step / d->every;
+	int ret;
+
+	if (w->active && (index != w->index || ev->epoch != w->epoch)) {
+		ret = window_flush(d, g);
+		if (ret < 0)
+			return ret;
+	}
+	ret = window_grow(w, g->nnames);
+	if (ret < 0)
+		return ret;
+	if (!w->active) {
+		w->active = true;
+		w->index = index;
+		w->epoch = ev->epoch;
+	}
+	w->last_step = ev->step;
+	w->wall_ns = ev->wall_ns;
+	if (isfinite(ev->value)) {
+		w->sum[ev->metric] += ev->value;
+		w->count[ev->metric]++;
+	} else {
+		w->nonfinite[ev->metric]++;
+	}
+	return 0;
+}
+
 static int take_value(struct drain *d, struct seg *g, const struct mring_event *ev)
 {
 	struct pending *p = &g->step_row;
@@ -244,11 +351,13 @@ static int take_event(struct drain *d, struct seg *g, const struct mring_event *
 	}
 	switch (ev->kind) {
 	case MRING_EV_VALUE:
-		return take_value(d, g, ev);
+		return d->every ? window_add(d, g, ev) : take_value(d, g, ev);
 	case MRING_EV_STEP:
 		return pending_flush(d, g, &g->step_row, ROW_STEP);
 	case MRING_EV_EPOCH_VALUE:
 		ret = pending_flush(d, g, &g->step_row, ROW_STEP);
+		if (!ret)
+			ret = window_flush(d, g);
 		if (!ret && g->epoch_row.active && g->epoch_row.epoch != ev->epoch)
 			ret = pending_flush(d, g, &g->epoch_row, ROW_EPOCH);
 		if (!ret)
@@ -256,6 +365,8 @@ static int take_event(struct drain *d, struct seg *g, const struct mring_event *
 		return ret;
 	case MRING_EV_EPOCH_END:
 		ret = pending_flush(d, g, &g->step_row, ROW_STEP);
+		if (!ret)
+			ret = window_flush(d, g);	/* a window never spans epochs */
 		if (!ret)
 			ret = pending_flush(d, g, &g->epoch_row, ROW_EPOCH);
 		return ret;
@@ -291,6 +402,71 @@ static int fsync_dir_of(const char *path)
 	return ret;
 }
 
+/* An open --every window, exactly: sums in hex floating point. */
+static void window_save(FILE *f, const struct seg *g)
+{
+	const struct window *w = &g->win;
+	int n = 0;
+
+	if (!w->active)
+		return;
+	for (int id = 0; id < w->n; id++)
+		n += w->count[id] || w->nonfinite[id];
+	fprintf(f, "window %llu %llu %u %lld %d", (unsigned long long)w->index,
+		(unsigned long long)w->last_step, w->epoch, (long long)w->wall_ns, n);
+	for (int id = 0; id < w->n; id++)
+		if (w->count[id] || w->nonfinite[id])
+			fprintf(f, " %d:%a:%llu:%llu", id, w->sum[id],
+				(unsigned long long)w->count[id],
+				(unsigned long long)w->nonfinite[id]);
+	fprintf(f, " | %s\n", g->path);
+}
+
+static int window_load(struct drain *d, const char *line)
+{
+	unsigned long long index, last, cnt, nonfin;
+	const char *p = line, *path;
+	struct window *w = NULL;
+	long long wall;
+	unsigned epoch;
+	int n, id, pos = 0;
+	double sum;
+
+	if (sscanf(p, "window %llu %llu %u %lld %d%n", &index, &last, &epoch, &wall, &n,
+		   &pos) != 5 || n < 0 || n > (int)MRING_MAX_METRICS)
+		return -EBADMSG;
+	path = strstr(line, " | ");
+	if (!path)
+		return -EBADMSG;
+	for (int i = 0; i < d->nsegs; i++)
+		if (!strcmp(d->segs[i].path, path + 3))
+			w = &d->segs[i].win;
+	if (!w)
+		return 0;	/* a segment not drained now */
+	if (!d->every) {
+		fprintf(stderr, "mring drain: %s has an --every window: give --every\n",
+			d->state_path);
+		return -EINVAL;
+	}
+	w->active = true;
+	w->index = index;
+	w->last_step = last;
+	w->epoch = epoch;
+	w->wall_ns = wall;
+	p += pos;
+	for (int k = 0; k < n; k++) {
+		pos = 0;
+		if (sscanf(p, " %d:%la:%llu:%llu%n", &id, &sum, &cnt, &nonfin, &pos) != 4 ||
+		    id < 0 || id >= (int)MRING_MAX_METRICS || window_grow(w, id + 1) < 0)
+			return -EBADMSG;
+		w->sum[id] = sum;
+		w->count[id] = cnt;
+		w->nonfinite[id] = nonfin;
+		p += pos;
+	}
+	return 0;
+}
+
 static int state_write(struct drain *d)
 {
 	char tmp[4200];
@@ -305,6 +481,8 @@ static int state_write(struct drain *d)
 	for (int i = 0; i < d->nsegs; i++)
 		fprintf(f, "segment %llu %lld %s\n", (unsigned long long)d->segs[i].next_seq,
 			(long long)d->segs[i].created_ns, d->segs[i].path);
+	for (int i = 0; i < d->nsegs; i++)
+		window_save(f, &d->segs[i]);
 	for (int i = 0; i < d->nouts; i++)
 		fprintf(f, "sink %s %llu %s\nextra %s\n", d->outs[i].ops->name,
 			(unsigned long long)d->outs[i].st.size, d->outs[i].arg,
@@ -379,6 +557,11 @@ static int state_read(struct drain *d)
 			} else {
 				d->outs[out].st.size = a;
 			}
+		} else if (!strncmp(line, "window ", 7)) {
+			int err = window_load(d, line);
+
+			if (err < 0)
+				ret = err;
 		} else if (!strncmp(line, "extra ", 6) && out >= 0) {
 			snprintf(d->outs[out].st.extra, sizeof(d->outs[out].st.extra), "%s",
 				 line + 6);
@@ -628,6 +811,9 @@ static void drain_free(struct drain *d)
 		free(g->step_row.vals);
 		free(g->epoch_row.keys);
 		free(g->epoch_row.vals);
+		free(g->win.sum);
+		free(g->win.count);
+		free(g->win.nonfinite);
 	}
 	free(d->segs);
 	for (int i = 0; i < d->nouts; i++)
@@ -646,6 +832,7 @@ static int parse_args(struct drain *d, int argc, char **argv, const char **state
 		{ "follow", no_argument, NULL, 'f' },
 		{ "wait", no_argument, NULL, 'w' },
 		{ "flush-ms", required_argument, NULL, 'F' },
+		{ "every", required_argument, NULL, 'e' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -669,6 +856,15 @@ static int parse_args(struct drain *d, int argc, char **argv, const char **state
 			if (errno || *end || d->flush_ms < 0 || d->flush_ms > 3600000) {
 				fprintf(stderr, "mring drain: --flush-ms: not a number of "
 					"milliseconds (0..3600000): %s\n", optarg);
+				return -EINVAL;
+			}
+			break;
+		case 'e':
+			errno = 0;
+			d->every = strtoull(optarg, &end, 10);
+			if (errno || *end || !d->every || *optarg == '-') {
+				fprintf(stderr, "mring drain: --every: not a positive number "
+					"of steps: %s\n", optarg);
 				return -EINVAL;
 			}
 			break;
@@ -723,6 +919,14 @@ int cmd_drain(int argc, char **argv)
 	if (open_outputs(&d, ret > 0) < 0)
 		goto out;
 	status = drain_loop(&d);
+	/* a segment whose producer is gone and whose ring is empty gets its
+	 * last, partial --every window; others keep it in the state */
+	for (int i = 0; i < d.nsegs && status != EXIT_OUTPUT; i++) {
+		if (!d.segs[i].done && !stop_signal)
+			check_ended(&d.segs[i]);
+		if (d.segs[i].done && d.segs[i].nnames && window_flush(&d, &d.segs[i]) < 0)
+			status = EXIT_OUTPUT;
+	}
 	/* flush what was read, whatever stopped us, unless output failed */
 	if (status != EXIT_OUTPUT && drain_commit(&d) < 0)
 		status = EXIT_OUTPUT;

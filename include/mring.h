@@ -97,6 +97,9 @@ extern "C" {
 #define MRING_EV_EPOCH_VALUE 3	/* an epoch result at mring_epoch_end() */
 #define MRING_EV_EPOCH_END   4	/* end of epoch .epoch, metric -1 */
 #define MRING_EV_LOST        5	/* .value records lost here, metric -1 */
+#define MRING_EV_EPOCH_WEIGHT 6	/* right after a MEAN metric's EPOCH_VALUE:
+				 * its epoch weight (sum of weights), so that
+				 * readers can combine ranks exactly */
 
 /* Limits */
 #define MRING_NAME_MAX       63	/* bytes in a metric or run name */
@@ -241,8 +244,10 @@ int mring_metric(struct mring_writer *w, const char *name, unsigned flags);
  *
  * For every ON_EPOCH metric: publishes the epoch's reduction (readable
  * with mring_epoch_read() until the next epoch end) and writes it into
- * the ring as an MRING_EV_EPOCH_VALUE record; then writes an
- * MRING_EV_EPOCH_END record, resets every metric's running statistics and
+ * the ring as an MRING_EV_EPOCH_VALUE record (a MEAN metric's is followed
+ * by an MRING_EV_EPOCH_WEIGHT record with the epoch's total weight, so a
+ * reader can combine ranks exactly); then writes an MRING_EV_EPOCH_END
+ * record, resets every metric's running statistics and
  * starts the next epoch (epochs are numbered from 0).
  *
  * Who may call: the writer's thread.

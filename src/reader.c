@@ -256,6 +256,7 @@ static int rec_decode(struct mring_reader *r, const struct rec_copy *c,
 	switch (kind) {
 	case MRING_EV_VALUE:
 	case MRING_EV_EPOCH_VALUE:
+	case MRING_EV_EPOCH_WEIGHT:
 		if (metric >= r->nmetrics)
 			r->nmetrics = metric_limit(r);
 		if (metric >= r->nmetrics)

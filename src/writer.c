@@ -505,6 +505,9 @@ MRING_API int mring_epoch_end(struct mring_writer *w)
 		(void)_mring_put(w, w->meta_epoch | MRING_EV_EPOCH_VALUE << 16 | id,
 				 _mring_reduce(a->flags, a->count, a->weight, a->sum,
 					       a->comp, a->min, a->max));
+		if (a->flags & MRING_MEAN)
+			(void)_mring_put(w, w->meta_epoch | MRING_EV_EPOCH_WEIGHT << 16 | id,
+					 a->count ? a->weight : 0.0);
 	}
 	(void)_mring_put(w, w->meta_epoch | MRING_EV_EPOCH_END << 16 | _MRING_NO_METRIC,
 			 0.0);

@@ -42,9 +42,9 @@ class Env:
     def path(self, *p):
         return os.path.join(self.dir, *p)
 
-    def producer(self, seg, steps, epoch_steps, step_us, rank=0, cap=0):
+    def producer(self, seg, steps, epoch_steps, step_us, rank=0, cap=0, ranked=0):
         p = subprocess.Popen([ARGS.producer, seg, str(steps), str(epoch_steps),
-                              str(step_us), str(rank), str(cap)],
+                              str(step_us), str(rank), str(cap), str(ranked)],
                              env=self.env, stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "ready"
         self.procs.append(p)
@@ -306,6 +306,56 @@ def test_every_survives_kills_exactly(env):
     assert prod.wait() == 0
     assert kills >= 2, kills
     check_windows(read_jsonl(env.path("out.jsonl")), steps, ep, every)
+
+
+def check_reduced(rows, steps, ep, nranks):
+    reduced = [r for r in rows if "rank" not in r]
+    per_rank = [r for r in rows if "rank" in r and "loss_epoch" in r]
+    assert len(per_rank) == nranks * (steps // ep), len(per_rank)
+    assert len(reduced) == steps // ep, [(r["epoch"], r["step"]) for r in reduced]
+    for e, r in enumerate(sorted(reduced, key=lambda x: x["epoch"])):
+        ss = range(e * ep, (e + 1) * ep)
+        vw = math.fsum((value(s, 0) + 0.5 * k) * (k + 1) for k in range(nranks) for s in ss)
+        w = math.fsum(k + 1 for k in range(nranks) for s in ss)
+        assert r["epoch"] == e and r["step"] == (e + 1) * ep - 1, r
+        assert math.isclose(r["loss_epoch"], vw / w, rel_tol=1e-13), (r, vw / w)
+        assert r["acc"] == value((e + 1) * ep - 1, 2) + nranks - 1, r
+
+
+def test_reduce_ranks_gives_exact_cross_rank_epoch_rows(env):
+    steps, ep, nranks = 300, 100, 3
+    prods = [env.producer("run-r%d" % r, steps, ep, 50, rank=r, ranked=1)
+             for r in range(nranks)]
+    d = env.drain("--reduce-ranks", "--jsonl", env.path("out.jsonl"), "--follow",
+                  "--flush-ms", "5", "run-r*")
+    for p in prods:
+        assert p.wait() == 0
+    _, err = d.communicate(timeout=30)
+    assert d.returncode == 0, err
+    check_reduced(read_jsonl(env.path("out.jsonl")), steps, ep, nranks)
+
+
+def test_reduce_ranks_survives_kills_exactly(env):
+    steps, ep, nranks = 3000, 100, 2
+    prods = [env.producer("run-r%d" % r, steps, ep, 150, rank=r, ranked=1)
+             for r in range(nranks)]
+    rng = random.Random(3)
+    kills = 0
+    while True:
+        d = env.drain("--reduce-ranks", "--jsonl", env.path("out.jsonl"), "--follow",
+                      "--flush-ms", "2", "run-r*")
+        try:
+            d.wait(timeout=rng.uniform(0.05, 0.2))
+            break
+        except subprocess.TimeoutExpired:
+            d.kill()
+            d.wait()
+            kills += 1
+    assert d.returncode == 0, d.stderr.read()
+    for p in prods:
+        assert p.wait() == 0
+    assert kills >= 2, kills
+    check_reduced(read_jsonl(env.path("out.jsonl")), steps, ep, nranks)
 
 
 def test_sigterm_flushes_and_a_restart_continues(env):

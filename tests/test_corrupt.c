@@ -257,7 +257,7 @@ static void exercise(const char *name, unsigned flags)
 		if (n <= 0)
 			break;
 		for (int k = 0; k < n; k++)
-			cr_assert(ev[k].kind >= MRING_EV_VALUE && ev[k].kind <= MRING_EV_LOST);
+			cr_assert(ev[k].kind >= MRING_EV_VALUE && ev[k].kind <= MRING_EV_EPOCH_WEIGHT);
 	}
 	mring_status_read(r, &st);
 	n = mring_metric_count(r);

@@ -154,7 +154,8 @@ Test(epoch, step_only_metrics_keep_last_value_and_counts)
 /*
  * Lightning's test_log_metrics_epoch_step_values: 2 batches, 2 epochs,
  * self.log("foo", on_step=True, on_epoch=True) gives foo_step@0, @1,
- * foo_epoch@1 (epoch 0), foo_step@2, @3, foo_epoch@3 (epoch 1).
+ * foo_epoch@1 (epoch 0), foo_step@2, @3, foo_epoch@3 (epoch 1).  The epoch
+ * value of a MEAN is followed by its weight, for cross-rank reduction.
  */
 Test(epoch, ring_follows_lightnings_step_epoch_sequence)
 {
@@ -164,10 +165,12 @@ Test(epoch, ring_follows_lightnings_step_epoch_sequence)
 	struct { uint32_t kind; uint64_t step; uint32_t epoch; double value; } want[] = {
 		{ MRING_EV_STEP, 0, 0, 0 }, { MRING_EV_VALUE, 0, 0, 1 },
 		{ MRING_EV_STEP, 1, 0, 0 }, { MRING_EV_VALUE, 1, 0, 3 },
-		{ MRING_EV_EPOCH_VALUE, 1, 0, 2 }, { MRING_EV_EPOCH_END, 1, 0, 0 },
+		{ MRING_EV_EPOCH_VALUE, 1, 0, 2 }, { MRING_EV_EPOCH_WEIGHT, 1, 0, 2 },
+		{ MRING_EV_EPOCH_END, 1, 0, 0 },
 		{ MRING_EV_STEP, 2, 1, 0 }, { MRING_EV_VALUE, 2, 1, 10 },
 		{ MRING_EV_STEP, 3, 1, 0 }, { MRING_EV_VALUE, 3, 1, 20 },
-		{ MRING_EV_EPOCH_VALUE, 3, 1, 15 }, { MRING_EV_EPOCH_END, 3, 1, 0 },
+		{ MRING_EV_EPOCH_VALUE, 3, 1, 15 }, { MRING_EV_EPOCH_WEIGHT, 3, 1, 2 },
+		{ MRING_EV_EPOCH_END, 3, 1, 0 },
 	};
 	double vals[] = { 1, 3, 10, 20 };
 	uint64_t step = 0;
@@ -181,13 +184,14 @@ Test(epoch, ring_follows_lightnings_step_epoch_sequence)
 		mring_epoch_end(f.w);
 	}
 	n = read_all(f.r, ev, 32);
-	cr_assert_eq(n, 12);
+	cr_assert_eq(n, 14);
 	for (int i = 0; i < n; i++) {
 		cr_expect_eq(ev[i].seq, (uint64_t)i);
 		cr_expect_eq(ev[i].kind, want[i].kind, "event %d", i);
 		cr_expect_eq(ev[i].step, want[i].step, "event %d", i);
 		cr_expect_eq(ev[i].epoch, want[i].epoch, "event %d", i);
-		if (want[i].kind == MRING_EV_VALUE || want[i].kind == MRING_EV_EPOCH_VALUE) {
+		if (want[i].kind == MRING_EV_VALUE || want[i].kind == MRING_EV_EPOCH_VALUE ||
+		    want[i].kind == MRING_EV_EPOCH_WEIGHT) {
 			cr_expect_eq(ev[i].value, want[i].value, "event %d", i);
 			cr_expect_eq(ev[i].metric, foo);
 		} else {

@@ -47,6 +47,7 @@ struct pending {
 };
 
 struct names {
+	unsigned flags;
 	char step[80];		/* name, or name_step when also ON_EPOCH */
 	char epoch[80];		/* name, or name_epoch when also ON_STEP */
 	uint64_t mark;		/* pending.gen of the step row holding it */
@@ -69,6 +70,29 @@ struct window {
 	uint64_t *nonfinite;
 };
 
+/*
+ * --reduce-ranks: each epoch's cross-rank result, folded from every
+ * segment's epoch records (a MEAN from value * weight and weight, so it
+ * is the exact weighted mean over all ranks, as Lightning's sync_dist);
+ * written once every drained segment has ended that epoch.
+ */
+struct xmetric {
+	char name[80];
+	unsigned flags;
+	double vw, w, sum, min, max;
+	uint64_t n;		/* ranks folded in */
+	bool incomplete;	/* a MEAN whose weight record was lost */
+};
+
+struct xepoch {
+	bool used;
+	uint32_t epoch;
+	uint64_t step;		/* the latest last step among the ranks */
+	int done;		/* segments that ended this epoch */
+	int n;
+	struct xmetric *m;
+};
+
 struct seg {
 	char *path;
 	struct mring_reader *r;
@@ -81,6 +105,8 @@ struct seg {
 	int nnames;
 	struct pending step_row, epoch_row;
 	struct window win;
+	int stash_id;		/* --reduce-ranks: a MEAN epoch value waiting */
+	double stash_value;	/* for its weight record; -1: none */
 	uint64_t events, lost;
 };
 
@@ -99,6 +125,9 @@ struct drain {
 	char *state_path;
 	long flush_ms;
 	uint64_t every;		/* --every N, 0: every step */
+	bool reduce;		/* --reduce-ranks */
+	struct xepoch *xe;
+	int nxe;
 	bool follow, wait;
 	bool dirty;
 	uint64_t rows;
@@ -126,6 +155,8 @@ static const char drain_usage[] =
 	"  --flush-ms N        a logged value reaches the files within N ms (default 1000)\n"
 	"  --every N           one row per N steps with each metric's window mean\n"
 	"                      (Hugging Face logging_steps); epoch rows unchanged\n"
+	"  --reduce-ranks      also one cross-rank epoch row (no \"rank\") once every\n"
+	"                      segment ended the epoch: exact weighted mean, sum, min, max\n"
 	"\n"
 	"Names follow Lightning: a metric logged ON_STEP and ON_EPOCH appears as\n"
 	"name_step per step and name_epoch per epoch.  Losses appear as mring_lost rows.\n"
@@ -170,6 +201,7 @@ static int names_refresh(struct seg *g, int need)
 		snprintf(p[id].epoch, sizeof(p[id].epoch), "%s%s%s", reserved(name) ? "metric/" : "",
 			 name, both ? "_epoch" : "");
 		p[id].mark = 0;
+		p[id].flags = flags;
 	}
 	g->nnames = n;
 	return 0;
@@ -339,13 +371,166 @@ static int take_value(struct drain *d, struct seg *g, const struct mring_event *
 	return ret;
 }
 
+static struct xepoch *xepoch_get(struct drain *d, uint32_t epoch)
+{
+	struct xepoch *x;
+	int free_slot = -1;
+
+	for (int i = 0; i < d->nxe; i++) {
+		if (d->xe[i].used && d->xe[i].epoch == epoch)
+			return &d->xe[i];
+		if (!d->xe[i].used && free_slot < 0)
+			free_slot = i;
+	}
+	if (free_slot < 0) {
+		x = realloc(d->xe, (size_t)(d->nxe + 1) * sizeof(*x));
+		if (!x)
+			return NULL;
+		d->xe = x;
+		free_slot = d->nxe++;
+	}
+	x = &d->xe[free_slot];
+	*x = (struct xepoch){ .used = true, .epoch = epoch };
+	return x;
+}
+
+static struct xmetric *xmetric_get(struct xepoch *x, const char *name, unsigned flags)
+{
+	struct xmetric *m;
+
+	for (int i = 0; i < x->n; i++)
+		if (!strcmp(x->m[i].name, name))
+			return &x->m[i];
+	m = realloc(x->m, (size_t)(x->n + 1) * sizeof(*m));
+	if (!m)
+		return NULL;
+	x->m = m;
+	m = &x->m[x->n++];
+	*m = (struct xmetric){ .flags = flags, .min = NAN, .max = NAN };
+	snprintf(m->name, sizeof(m->name), "%s", name);
+	return m;
+}
+
+/* Fold one rank's epoch result in; an empty rank (NaN) adds nothing. */
+static int xfold(struct drain *d, struct seg *g, const struct mring_event *ev,
+		 int id, double value, double weight, bool incomplete)
+{
+	struct xepoch *x = xepoch_get(d, ev->epoch);
+	struct xmetric *m = x ? xmetric_get(x, g->names[id].epoch, g->names[id].flags) : NULL;
+
+	if (!m)
+		return -ENOMEM;
+	m->incomplete |= incomplete;
+	if (isnan(value))
+		return 0;
+	m->n++;
+	m->vw += value * weight;
+	m->w += weight;
+	m->sum += value;
+	if (!(value >= m->min))
+		m->min = value;
+	if (!(value <= m->max))
+		m->max = value;
+	return 0;
+}
+
+static double xvalue(const struct xmetric *m)
+{
+	if (!m->n || m->incomplete)
+		return NAN;
+	if (m->flags & MRING_SUM)
+		return m->sum;
+	if (m->flags & MRING_MIN)
+		return m->min;
+	if (m->flags & MRING_MAX)
+		return m->max;
+	return m->w > 0 ? m->vw / m->w : NAN;
+}
+
+static int xepoch_emit(struct drain *d, struct xepoch *x)
+{
+	const char **keys = calloc((size_t)x->n + 1, sizeof(*keys));
+	double *vals = calloc((size_t)x->n + 1, sizeof(*vals));
+	struct row r = {
+		.kind = ROW_EPOCH, .step = x->step, .epoch = x->epoch, .rank = -1,
+		.n = x->n, .keys = keys, .vals = vals,
+	};
+	int ret = -ENOMEM;
+
+	if (keys && vals) {
+		for (int i = 0; i < x->n; i++) {
+			keys[i] = x->m[i].name;
+			vals[i] = xvalue(&x->m[i]);
+		}
+		ret = x->n ? emit(d, &r) : 0;
+	}
+	free(keys);
+	free(vals);
+	free(x->m);
+	x->used = false;
+	return ret;
+}
+
+/* A weight record that did not come: fold the value as incomplete. */
+static int xstash_drop(struct drain *d, struct seg *g, const struct mring_event *ev)
+{
+	int id = g->stash_id;
+
+	if (id < 0)
+		return 0;
+	g->stash_id = -1;
+	return xfold(d, g, ev, id, g->stash_value, 0, true);
+}
+
+static int take_reduce(struct drain *d, struct seg *g, const struct mring_event *ev)
+{
+	struct xepoch *x;
+	int ret = 0;
+
+	if (ev->kind == MRING_EV_EPOCH_WEIGHT && g->stash_id == ev->metric) {
+		g->stash_id = -1;
+		return xfold(d, g, ev, ev->metric, g->stash_value, ev->value, false);
+	}
+	ret = xstash_drop(d, g, ev);
+	if (ret < 0 || (ev->kind != MRING_EV_EPOCH_VALUE && ev->kind != MRING_EV_EPOCH_END))
+		return ret;
+	if (ev->kind == MRING_EV_EPOCH_VALUE) {
+		if (g->names[ev->metric].flags & MRING_MEAN) {
+			g->stash_id = ev->metric;
+			g->stash_value = ev->value;
+			return 0;
+		}
+		return xfold(d, g, ev, ev->metric, ev->value, 1, false);
+	}
+	x = xepoch_get(d, ev->epoch);
+	if (!x)
+		return -ENOMEM;
+	if (ev->step > x->step)
+		x->step = ev->step;
+	return ++x->done == d->nsegs ? xepoch_emit(d, x) : 0;
+}
+
 static int take_event(struct drain *d, struct seg *g, const struct mring_event *ev)
 {
 	int ret = 0;
 
-	if ((ev->kind == MRING_EV_VALUE || ev->kind == MRING_EV_EPOCH_VALUE) &&
-	    ev->metric >= g->nnames) {
+	if ((ev->kind == MRING_EV_VALUE || ev->kind == MRING_EV_EPOCH_VALUE ||
+	     ev->kind == MRING_EV_EPOCH_WEIGHT) && ev->metric >= g->nnames) {
 		ret = names_refresh(g, ev->metric);
+		if (ret < 0)
+			return ret;
+	}
+	/* the per-rank rows come first, then the cross-rank one */
+	if (d->reduce && ev->kind == MRING_EV_EPOCH_END) {
+		ret = pending_flush(d, g, &g->step_row, ROW_STEP);
+		if (!ret)
+			ret = window_flush(d, g);
+		if (!ret)
+			ret = pending_flush(d, g, &g->epoch_row, ROW_EPOCH);
+		return ret ? ret : take_reduce(d, g, ev);
+	}
+	if (d->reduce) {
+		ret = take_reduce(d, g, ev);
 		if (ret < 0)
 			return ret;
 	}
@@ -467,6 +652,80 @@ static int window_load(struct drain *d, const char *line)
 	return 0;
 }
 
+/* --reduce-ranks state: open epochs and a MEAN value awaiting its weight */
+static void xstate_save(FILE *f, const struct drain *d)
+{
+	for (int i = 0; i < d->nxe; i++) {
+		const struct xepoch *x = &d->xe[i];
+
+		if (!x->used)
+			continue;
+		fprintf(f, "xepoch %u %llu %d\n", x->epoch, (unsigned long long)x->step, x->done);
+		for (int k = 0; k < x->n; k++) {
+			const struct xmetric *m = &x->m[k];
+
+			fprintf(f, "xm %u %u %a %a %a %a %a %llu %d %s\n", x->epoch, m->flags, m->vw,
+				m->w, m->sum, m->min, m->max, (unsigned long long)m->n,
+				m->incomplete, m->name);
+		}
+	}
+	for (int i = 0; i < d->nsegs; i++)
+		if (d->segs[i].stash_id >= 0)
+			fprintf(f, "xstash %d %a | %s\n", d->segs[i].stash_id,
+				d->segs[i].stash_value, d->segs[i].path);
+}
+
+static int xstate_load(struct drain *d, const char *line)
+{
+	unsigned epoch, flags;
+	unsigned long long step, n;
+	double vw, w, sum, min, max, v;
+	int done, inc, id, pos = 0;
+	struct xepoch *x;
+	struct xmetric *m;
+	const char *path;
+
+	if (!d->reduce) {
+		fprintf(stderr, "mring drain: %s has --reduce-ranks state: give --reduce-ranks\n",
+			d->state_path);
+		return -EINVAL;
+	}
+	if (sscanf(line, "xepoch %u %llu %d", &epoch, &step, &done) == 3) {
+		x = xepoch_get(d, epoch);
+		if (!x)
+			return -ENOMEM;
+		x->step = step;
+		x->done = done;
+		return 0;
+	}
+	if (sscanf(line, "xm %u %u %la %la %la %la %la %llu %d %n", &epoch, &flags, &vw, &w,
+		   &sum, &min, &max, &n, &inc, &pos) == 9 && pos) {
+		x = xepoch_get(d, epoch);
+		m = x ? xmetric_get(x, line + pos, flags) : NULL;
+		if (!m)
+			return -ENOMEM;
+		m->vw = vw;
+		m->w = w;
+		m->sum = sum;
+		m->min = min;
+		m->max = max;
+		m->n = n;
+		m->incomplete = inc;
+		return 0;
+	}
+	path = strstr(line, " | ");
+	if (sscanf(line, "xstash %d %la", &id, &v) == 2 && path) {
+		for (int i = 0; i < d->nsegs; i++) {
+			if (!strcmp(d->segs[i].path, path + 3)) {
+				d->segs[i].stash_id = id;
+				d->segs[i].stash_value = v;
+			}
+		}
+		return 0;
+	}
+	return -EBADMSG;
+}
+
 static int state_write(struct drain *d)
 {
 	char tmp[4200];
@@ -483,6 +742,7 @@ static int state_write(struct drain *d)
 			(long long)d->segs[i].created_ns, d->segs[i].path);
 	for (int i = 0; i < d->nsegs; i++)
 		window_save(f, &d->segs[i]);
+	xstate_save(f, d);
 	for (int i = 0; i < d->nouts; i++)
 		fprintf(f, "sink %s %llu %s\nextra %s\n", d->outs[i].ops->name,
 			(unsigned long long)d->outs[i].st.size, d->outs[i].arg,
@@ -557,6 +817,11 @@ static int state_read(struct drain *d)
 			} else {
 				d->outs[out].st.size = a;
 			}
+		} else if (line[0] == 'x') {
+			int err = xstate_load(d, line);
+
+			if (err < 0)
+				ret = err;
 		} else if (!strncmp(line, "window ", 7)) {
 			int err = window_load(d, line);
 
@@ -654,6 +919,7 @@ static int open_segments(struct drain *d, char **args, int nargs)
 		struct mring_status st;
 
 		g->path = l.paths[i];
+		g->stash_id = -1;
 		for (;;) {
 			ret = mring_reader_open(g->path, MRING_DRAIN | MRING_NO_AUTOCOMMIT, &g->r);
 			if (ret != -EAGAIN || stop_signal)
@@ -816,6 +1082,10 @@ static void drain_free(struct drain *d)
 		free(g->win.nonfinite);
 	}
 	free(d->segs);
+	for (int i = 0; i < d->nxe; i++)
+		if (d->xe[i].used)
+			free(d->xe[i].m);
+	free(d->xe);
 	for (int i = 0; i < d->nouts; i++)
 		if (d->outs[i].s)
 			d->outs[i].ops->close(d->outs[i].s);
@@ -833,6 +1103,7 @@ static int parse_args(struct drain *d, int argc, char **argv, const char **state
 		{ "wait", no_argument, NULL, 'w' },
 		{ "flush-ms", required_argument, NULL, 'F' },
 		{ "every", required_argument, NULL, 'e' },
+		{ "reduce-ranks", no_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -850,6 +1121,7 @@ static int parse_args(struct drain *d, int argc, char **argv, const char **state
 		case 's': *state = optarg; break;
 		case 'f': d->follow = true; break;
 		case 'w': d->wait = true; break;
+		case 'r': d->reduce = true; break;
 		case 'F':
 			errno = 0;
 			d->flush_ms = strtol(optarg, &end, 10);

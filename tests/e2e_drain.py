@@ -138,6 +138,24 @@ def check_rows(rows, steps, epoch_steps, rank=None):
             assert same(want[k], got[k]), (e, k, got[k], want[k])
 
 
+def drain_with_kills(env, args, seed, min_kills, max_wait=0.25):
+    """Run `mring drain --follow ARGS` and SIGKILL it at random instants,
+    restarting it with the same arguments, until one run finishes."""
+    rng = random.Random(seed)
+    kills = 0
+    while True:
+        d = env.drain(*args)
+        try:
+            d.wait(timeout=rng.uniform(0.05, max_wait))
+            break
+        except subprocess.TimeoutExpired:
+            d.kill()
+            d.wait()
+            kills += 1
+    assert d.returncode == 0, d.stderr.read()
+    assert kills >= min_kills, "the drainer finished too early to be killed (%d)" % kills
+
+
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f]
@@ -211,21 +229,10 @@ def test_all_sinks_agree_with_independent_readers(env):
 def test_killed_drainer_is_exact_in_every_sink(env):
     steps, ep = 5000, 400
     prod = env.producer("run", steps, ep, 100)
-    rng = random.Random(11)
-    kills = 0
-    while True:
-        d = env.drain("--jsonl", env.path("out.jsonl"), "--csv", env.path("csv"),
-                      "--tensorboard", env.path("tb"), "--follow", "--flush-ms", "5", "run")
-        try:
-            d.wait(timeout=rng.uniform(0.05, 0.25))
-            break
-        except subprocess.TimeoutExpired:
-            d.kill()
-            d.wait()
-            kills += 1
-    assert d.returncode == 0, d.stderr.read()
+    drain_with_kills(env, ["--jsonl", env.path("out.jsonl"), "--csv", env.path("csv"),
+                           "--tensorboard", env.path("tb"), "--follow", "--flush-ms", "5",
+                           "run"], 11, 3)
     assert prod.wait() == 0
-    assert kills >= 3, kills
     check_rows(read_jsonl(env.path("out.jsonl")), steps, ep)
     check_rows(read_csv(env.path("csv", "metrics.csv")), steps, ep)
     check_tfevents(read_tfevents(tb_file(env)), steps, ep)
@@ -290,21 +297,9 @@ def test_every_n_steps_gives_window_means(env):
 def test_every_survives_kills_exactly(env):
     steps, ep, every = 4000, 1000, 50
     prod = env.producer("run", steps, ep, 100)
-    rng = random.Random(5)
-    kills = 0
-    while True:
-        d = env.drain("--every", str(every), "--jsonl", env.path("out.jsonl"), "--follow",
-                      "--flush-ms", "5", "run")
-        try:
-            d.wait(timeout=rng.uniform(0.05, 0.2))
-            break
-        except subprocess.TimeoutExpired:
-            d.kill()
-            d.wait()
-            kills += 1
-    assert d.returncode == 0, d.stderr.read()
+    drain_with_kills(env, ["--every", str(every), "--jsonl", env.path("out.jsonl"),
+                           "--follow", "--flush-ms", "5", "run"], 5, 2, max_wait=0.2)
     assert prod.wait() == 0
-    assert kills >= 2, kills
     check_windows(read_jsonl(env.path("out.jsonl")), steps, ep, every)
 
 
@@ -339,22 +334,10 @@ def test_reduce_ranks_survives_kills_exactly(env):
     steps, ep, nranks = 3000, 100, 2
     prods = [env.producer("run-r%d" % r, steps, ep, 150, rank=r, ranked=1)
              for r in range(nranks)]
-    rng = random.Random(3)
-    kills = 0
-    while True:
-        d = env.drain("--reduce-ranks", "--jsonl", env.path("out.jsonl"), "--follow",
-                      "--flush-ms", "2", "run-r*")
-        try:
-            d.wait(timeout=rng.uniform(0.05, 0.2))
-            break
-        except subprocess.TimeoutExpired:
-            d.kill()
-            d.wait()
-            kills += 1
-    assert d.returncode == 0, d.stderr.read()
+    drain_with_kills(env, ["--reduce-ranks", "--jsonl", env.path("out.jsonl"), "--follow",
+                           "--flush-ms", "2", "run-r*"], 3, 2, max_wait=0.2)
     for p in prods:
         assert p.wait() == 0
-    assert kills >= 2, kills
     check_reduced(read_jsonl(env.path("out.jsonl")), steps, ep, nranks)
 
 
@@ -388,20 +371,8 @@ def test_killed_drainer_restarts_exactly_once(env):
     steps, ep = 6000, 500
     prod = env.producer("run", steps, ep, 100)
     out = env.path("out.jsonl")
-    rng = random.Random(7)
-    kills = 0
-    while True:
-        d = env.drain("--jsonl", out, "--follow", "--flush-ms", "5", "run")
-        try:
-            d.wait(timeout=rng.uniform(0.05, 0.25))
-            break
-        except subprocess.TimeoutExpired:
-            d.kill()
-            d.wait()
-            kills += 1
-    assert d.returncode == 0, d.stderr.read()
+    drain_with_kills(env, ["--jsonl", out, "--follow", "--flush-ms", "5", "run"], 7, 3)
     assert prod.wait() == 0
-    assert kills >= 3, "the drainer finished too early to be killed (%d)" % kills
     check_rows(read_jsonl(out), steps, ep)
 
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -72,6 +73,15 @@ static inline int read_all(struct mring_reader *r, struct mring_event *ev, int m
 		n += k;
 	cr_assert(k >= 0 || n == max, "mring_read: %s", mring_strerror(k));
 	return n;
+}
+
+/* Memory a test shares with the processes it forks (zeroed). */
+static inline void *test_shared_page(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	return p;
 }
 
 static inline void sleep_us(long us)

@@ -22,11 +22,7 @@ struct shared {
 
 static struct shared *shared_page(void)
 {
-	struct shared *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
-				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	cr_assert_neq(s, MAP_FAILED);
-	return s;
+	return test_shared_page(sizeof(struct shared));
 }
 
 /*

@@ -76,7 +76,7 @@ fi
 echo "configuring and building in $BUILD ..." >&2
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
 	-DMRING_BENCH_PEERS=ON >"$WORK/cmake.log" 2>&1 || { cat "$WORK/cmake.log" >&2; exit 1; }
-cmake --build "$BUILD" -j"$(nproc)" --target bench_suite bench_insn >"$WORK/build.log" 2>&1 ||
+cmake --build "$BUILD" -j"$(nproc)" --target bench_suite bench_insn mring_tool prod_canary >"$WORK/build.log" 2>&1 ||
 	{ cat "$WORK/build.log" >&2; exit 1; }
 
 # ---- 3. memory first: before any LTTng session maps its buffers into us ----
@@ -130,6 +130,11 @@ if [ -n "$SESSIOND_PID" ]; then
 	SESSIOND_PID=""
 fi
 
+# ---- 4b. the drain tool into each sink ---------------------------------------
+echo "drain.sh ..." >&2
+drain_rc=0
+bash "$ROOT/bench/drain.sh" "$BUILD" 3 >"$WORK/drain.rows" 2>"$WORK/drain.err" || drain_rc=$?
+
 # ---- 5. callgrind: instructions per call -----------------------------------
 echo "callgrind ..." >&2
 cg_rc=0
@@ -160,7 +165,7 @@ grep '^INFO' "$WORK/suite.out" | cut -f2- | grep -v 'all checks passed\|CHECK FA
 echo "$LTTNG_NOTE"
 echo "figures: median, min, max over the repetitions; ratio = peer cost / mring cost, per repetition, median [min-max]"
 echo
-{ grep -h '^ROW' "$WORK/suite.out" "$WORK/mem.out" || true; cat "$WORK/cg.rows"; } | LC_ALL=C sort -t "$(printf '\t')" -k2,2 |
+{ grep -h '^ROW' "$WORK/suite.out" "$WORK/mem.out" "$WORK/drain.rows" || true; cat "$WORK/cg.rows"; } | LC_ALL=C sort -t "$(printf '\t')" -k2,2 |
 awk -F '\t' '
 function fmt(v) {
 	if (v == "" || v == "-") return "-"
@@ -187,5 +192,6 @@ BEGIN {
 echo
 grep -h '^INFO' "$WORK/mem.out" "$WORK/suite.out" | cut -f2- | grep 'all checks passed\|CHECK FAILURES' || echo "bench_suite: exit status $suite_rc"
 [ "$cg_rc" = 0 ] || { echo "callgrind.sh failed:"; cat "$WORK/cg.out"; }
+[ "$drain_rc" = 0 ] || { echo "drain.sh failed:"; cat "$WORK/drain.err"; }
 echo "total $(( $(date +%s) - T0 )) s"
-exit $(( suite_rc || cg_rc ))
+exit $(( suite_rc || cg_rc || drain_rc ))

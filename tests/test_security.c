@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_security.c - another local user can neither read nor change a
+ * run's segment; observers cannot write to what they map.
+ */
+#include <grp.h>
+#include <stdbool.h>
+
+#include "helpers.h"
+
+#define NOBODY 65534
+
+/* Run @fn as an unprivileged user in a child; its exit status, or -1
+ * when this process cannot switch users (not root). */
+static int as_nobody(int (*fn)(const char *), const char *name)
+{
+	int status;
+	pid_t pid;
+
+	if (geteuid() != 0)
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		if (setgroups(0, NULL) || setgid(NOBODY) || setuid(NOBODY))
+			_exit(100);
+		_exit(fn(name));
+	}
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
+}
+
+static int try_everything(const char *name)
+{
+	struct mring_reader *r = NULL;
+	struct mring_writer *w = NULL;
+	struct mring_config rep = { .flags = MRING_CFG_REPLACE };
+	int bad = 0;
+
+	bad |= (mring_reader_open(name, MRING_DRAIN, &r) != -EACCES) << 0;
+	bad |= (mring_reader_open(name, MRING_OBSERVE, &r) != -EACCES) << 1;
+	bad |= (mring_writer_open(name, &rep, &w) != -EACCES) << 2;
+	return bad;
+}
+
+Test(security, another_user_cannot_open_a_0600_segment)
+{
+	const char *name = seg_name("otheruser");
+	struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
+	int ret = as_nobody(try_everything, name);
+
+	if (ret < 0)
+		cr_skip_test("needs root to switch to another user");
+	cr_expect_eq(ret, 0, "failures (bits: drain, observe, replace): %#x", ret);
+	cr_expect_eq(access(seg_path, F_OK), 0, "still there");
+	mring_writer_close(w);
+}
+
+static int observe_not_drain(const char *name)
+{
+	struct mring_reader *r = NULL;
+	int bad = 0;
+
+	bad |= (mring_reader_open(name, MRING_DRAIN, &r) != -EACCES) << 0;
+	bad |= (mring_reader_open(name, MRING_OBSERVE, &r) != 0) << 1;
+	if (r)
+		mring_reader_close(r);
+	return bad;
+}
+
+Test(security, a_shared_0644_segment_can_be_watched_but_not_drained)
+{
+	const char *name = seg_name("shared");
+	struct mring_config cfg = { .capacity = 64, .mode = 0644 };
+	struct mring_writer *w;
+	int ret;
+
+	CHECK_OK(mring_writer_open(name, &cfg, &w));
+	ret = as_nobody(observe_not_drain, name);
+	if (ret < 0)
+		cr_skip_test("needs root to switch to another user");
+	cr_expect_eq(ret, 0, "failures (bits: drain, observe): %#x", ret);
+	mring_writer_close(w);
+}
+
+/* The permissions of our mapping of the segment, from /proc/self/maps. */
+static bool mapping_perms(const char *path, char perms[5])
+{
+	char line[1024];
+	FILE *f = fopen("/proc/self/maps", "r");
+	bool found = false;
+
+	cr_assert_not_null(f);
+	while (!found && fgets(line, sizeof(line), f)) {
+		if (strstr(line, path) && sscanf(line, "%*s %4s", perms) == 1)
+			found = true;
+	}
+	fclose(f);
+	return found;
+}
+
+Test(security, observers_map_read_only_and_drainers_read_write)
+{
+	const char *name = seg_name("maps");
+	struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
+	struct mring_reader *r;
+	char perms[5] = "";
+	int status;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		/* a child without the writer's mapping: only the reader's */
+		int status = 0;
+
+		r = open_reader(name, MRING_OBSERVE);
+		status |= !mapping_perms(seg_path, perms) || strcmp(perms, "r--s");
+		mring_reader_close(r);
+		r = open_reader(name, MRING_DRAIN);
+		status |= (!mapping_perms(seg_path, perms) || strcmp(perms, "rw-s")) << 1;
+		mring_reader_close(r);
+		_exit(status);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+	mring_writer_close(w);
+}

@@ -109,15 +109,15 @@ Test(security, observers_map_read_only_and_drainers_read_write)
 
 	if (pid == 0) {
 		/* a child without the writer's mapping: only the reader's */
-		int status = 0;
+		int bad = 0;
 
 		r = open_reader(name, MRING_OBSERVE);
-		status |= !mapping_perms(seg_path, perms) || strcmp(perms, "r--s");
+		bad |= !mapping_perms(seg_path, perms) || strcmp(perms, "r--s");
 		mring_reader_close(r);
 		r = open_reader(name, MRING_DRAIN);
-		status |= (!mapping_perms(seg_path, perms) || strcmp(perms, "rw-s")) << 1;
+		bad |= (!mapping_perms(seg_path, perms) || strcmp(perms, "rw-s")) << 1;
 		mring_reader_close(r);
-		_exit(status);
+		_exit(bad);
 	}
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);

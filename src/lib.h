@@ -56,6 +56,11 @@ uint64_t _mring_written(const struct _mring_shm_hdr *h,
 			const struct _mring_rec *ring, uint64_t capacity);
 int _mring_latch_read(const struct _mring_shm_latch *l, struct mring_stats *out,
 		      unsigned flags);
+struct _mring_loss {
+	uint64_t seq, dropped, pending, pending_pos;
+};
+
+void _mring_loss_read(const struct _mring_shm_hdr *h, struct _mring_loss *out);
 void _mring_drainpos_read(const struct _mring_shm_hdr *h, uint64_t *pos,
 			  uint64_t *lost);
 

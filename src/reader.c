@@ -317,31 +317,38 @@ static void lost_event(struct mring_reader *r, struct mring_event *ev,
 static int seal_dead_producer(struct mring_reader *r, struct mring_event *ev)
 {
 	struct _mring_shm_hdr *h = r->hdr;
-	uint64_t pending = _mring_load_relaxed(&h->lost_pending);
+	struct _mring_shm_loss *l = &h->loss;
+	struct _mring_loss loss;
+	uint64_t seq;
 
-	if (!pending || _mring_load_relaxed(&h->lost_pending_pos) != r->pos)
+	_mring_loss_read(h, &loss);
+	if (!loss.pending || loss.pending_pos != r->pos)
 		return 0;
 	if (_mring_lock_held(r->fd, _MRING_LOCK_PRODUCER) != 0)
 		return 0;	/* alive: it writes the record itself */
 	/* the producer is dead: everything it stored is visible and final */
-	pending = _mring_load_relaxed(&h->lost_pending);
-	if (!pending || pending > (UINT64_C(1) << 53) ||
-	    _mring_load_relaxed(&h->lost_pending_pos) != r->pos)
+	_mring_loss_read(h, &loss);
+	if (!loss.pending || loss.pending > (UINT64_C(1) << 53) || loss.pending_pos != r->pos)
 		return 0;
-	if (r->flags & MRING_DRAIN) {
-		uint64_t epoch = _mring_load_relaxed(&h->epoch);
-
-		_mring_rec_store(&r->ring[r->pos & r->mask], r->pos,
-				 epoch << 32 | MRING_EV_LOST << 16 | _MRING_NO_METRIC,
-				 _mring_load_relaxed(&h->step),
-				 (int64_t)_mring_load_relaxed(&h->step_wall_ns),
-				 (double)pending);
-		_mring_store_relaxed(&h->lost_pending, 0);
-		return 1;
+	if (!(r->flags & MRING_DRAIN)) {
+		lost_event(r, ev, r->pos, loss.pending);
+		r->pos++;
+		return 2;
 	}
-	lost_event(r, ev, r->pos, pending);
-	r->pos++;
-	return 2;
+	_mring_rec_store(&r->ring[r->pos & r->mask], r->pos,
+			 _mring_load_relaxed(&h->epoch) << 32 | MRING_EV_LOST << 16 |
+			 _MRING_NO_METRIC,
+			 _mring_load_relaxed(&h->step),
+			 (int64_t)_mring_load_relaxed(&h->step_wall_ns), (double)loss.pending);
+	/* the producer's last latch copy, with nothing pending any more */
+	seq = loss.seq + 1;
+	_mring_fence_release();
+	_mring_store_relaxed(&l->copy[seq & 1].dropped, loss.dropped);
+	_mring_store_relaxed(&l->copy[seq & 1].pending, 0);
+	_mring_store_relaxed(&l->copy[seq & 1].pending_pos, r->pos + 1);
+	/* release: pairs with the acquire load of seq in _mring_loss_read */
+	_mring_store_release(&l->seq, seq);
+	return 1;
 }
 
 /*

@@ -213,6 +213,28 @@ uint64_t _mring_written(const struct _mring_shm_hdr *h,
 	return lo + 1;
 }
 
+void _mring_loss_read(const struct _mring_shm_hdr *h, struct _mring_loss *out)
+{
+	const struct _mring_shm_loss *l = &h->loss;
+	int tries;
+
+	for (tries = 0; tries < 1000; tries++) {
+		/* acquire: pairs with the release store of loss.seq in loss_publish */
+		uint64_t s0 = _mring_load_acquire(&l->seq);
+
+		out->seq = s0;
+		out->dropped = _mring_load_relaxed(&l->copy[s0 & 1].dropped);
+		out->pending = _mring_load_relaxed(&l->copy[s0 & 1].pending);
+		out->pending_pos = _mring_load_relaxed(&l->copy[s0 & 1].pending_pos);
+		/* acquire fence: pairs with the release fence in loss_publish */
+		_mring_fence_acquire();
+		if (_mring_load_relaxed(&l->seq) == s0)
+			return;
+	}
+	/* a producer dropping flat out: report nothing pending this time */
+	out->pending = 0;
+}
+
 void _mring_drainpos_read(const struct _mring_shm_hdr *h, uint64_t *pos,
 			  uint64_t *lost)
 {

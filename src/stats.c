@@ -147,6 +147,7 @@ MRING_API int mring_status_read(struct mring_reader *r, struct mring_status *out
 {
 	const struct _mring_shm_hdr *h;
 	uint64_t dpos, dlost, behind;
+	struct _mring_loss loss;
 	uint32_t state;
 	int held;
 
@@ -166,7 +167,8 @@ MRING_API int mring_status_read(struct mring_reader *r, struct mring_status *out
 	out->written = _mring_written(h, r->ring, r->capacity);
 	_mring_drainpos_read(h, &dpos, &dlost);
 	out->read = dpos;
-	out->dropped = _mring_load_relaxed(&h->dropped);
+	_mring_loss_read(h, &loss);
+	out->dropped = loss.dropped;
 	out->on_full = (int)r->id.on_full;
 	if (r->id.on_full == MRING_FULL_OVERWRITE) {
 		behind = out->written > r->capacity ? out->written - r->capacity : 0;

@@ -392,14 +392,28 @@ static int64_t room(struct mring_writer *w, uint64_t need)
 	}
 }
 
+/* Publish {dropped, pending, pending position} as one (a latch). */
+static void loss_publish(struct mring_writer *w)
+{
+	struct _mring_shm_loss *l = &w->hdr->loss;
+	uint64_t seq = w->loss_seq + 1;
+
+	/* release fence: pairs with the acquire fence in _mring_loss_read */
+	_mring_fence_release();
+	_mring_store_relaxed(&l->copy[seq & 1].dropped, w->dropped);
+	_mring_store_relaxed(&l->copy[seq & 1].pending, w->lost);
+	_mring_store_relaxed(&l->copy[seq & 1].pending_pos, w->head);
+	/* release: pairs with the acquire load of seq in _mring_loss_read */
+	_mring_store_release(&l->seq, seq);
+	w->loss_seq = seq;
+}
+
 static void record_drop(struct mring_writer *w)
 {
 	w->lost++;
 	w->dropped++;
 	w->limit = 0;	/* every write goes through here until LOST is out */
-	_mring_store_relaxed(&w->hdr->dropped, w->dropped);
-	_mring_store_relaxed(&w->hdr->lost_pending_pos, w->head);
-	_mring_store_relaxed(&w->hdr->lost_pending, w->lost);
+	loss_publish(w);
 	_mring_store_relaxed(&w->hdr->head, w->head);
 }
 
@@ -411,8 +425,8 @@ static void record_lost(struct mring_writer *w)
 			 w->step, w->wall_ns, (double)w->lost);
 	w->head++;
 	w->lost = 0;
-	/* after the record: a dead producer's reader must not count it twice */
-	_mring_store_relaxed(&w->hdr->lost_pending, 0);
+	/* after the record: until then a dead producer's reader seals it */
+	loss_publish(w);
 }
 
 /*

@@ -26,8 +26,21 @@ typedef _Atomic uint32_t _mring_u32;
 
 #define _mring_load_relaxed(p)      atomic_load_explicit((p), memory_order_relaxed)
 #define _mring_load_acquire(p)      atomic_load_explicit((p), memory_order_acquire)
+#ifdef MRING_TESTPOINTS
+/*
+ * Test builds only (tests/test_testpoints.c): every store to shared
+ * memory is followed by a call that may SIGKILL the process there, so a
+ * test can kill a producer at each distinct point of its protocol.
+ */
+void __mring_testpoint(void);
+#define _mring_store_relaxed(p, v) \
+	(atomic_store_explicit((p), (v), memory_order_relaxed), __mring_testpoint())
+#define _mring_store_release(p, v) \
+	(atomic_store_explicit((p), (v), memory_order_release), __mring_testpoint())
+#else
 #define _mring_store_relaxed(p, v)  atomic_store_explicit((p), (v), memory_order_relaxed)
 #define _mring_store_release(p, v)  atomic_store_explicit((p), (v), memory_order_release)
+#endif
 #define _mring_fence_acquire()      atomic_thread_fence(memory_order_acquire)
 #define _mring_fence_release()      atomic_thread_fence(memory_order_release)
 

@@ -125,6 +125,17 @@ struct _mring_shm_ident {
 	char run[64];			/* NUL-terminated run name */
 };
 
+/* Loss latch: dropped total, drops not yet in a LOST record, and the
+ * position that record will take; the three always agree. */
+struct _mring_shm_loss {
+	_mring_u64 seq;
+	struct {
+		_mring_u64 dropped;
+		_mring_u64 pending;
+		_mring_u64 pending_pos;
+	} copy[2];
+};
+
 struct _mring_shm_hdr {
 	_mring_u64 magic;		/* @0, published last (release) */
 	struct _mring_shm_ident id;	/* @8 */
@@ -149,13 +160,13 @@ struct _mring_shm_hdr {
 	/*
 	 * loss line (@512): the producer writes it only when it drops; a
 	 * drainer polls it when the ring is empty, so it must not share a
-	 * line with the per-step fields.  After the producer died, the
-	 * drainer clears lost_pending once it wrote the record itself.
+	 * line with the per-step fields.  A latch, because a producer killed
+	 * between "dropped" and "pending" must not leave them disagreeing.
+	 * After the producer died, the drainer that writes the pending LOST
+	 * record itself publishes pending = 0.
 	 */
-	_mring_u64 dropped;
-	_mring_u64 lost_pending;	/* drops not yet in a LOST record */
-	_mring_u64 lost_pending_pos;	/* where that LOST record goes */
-	char pad4[4096 - 536];
+	struct _mring_shm_loss loss;
+	char pad4[4096 - 568];
 };
 
 _Static_assert(sizeof(struct _mring_rec) == _MRING_REC_SIZE, "record size");
@@ -164,7 +175,7 @@ _Static_assert(sizeof(struct _mring_shm_metric) == _MRING_METRIC_STRIDE, "metric
 _Static_assert(sizeof(struct _mring_shm_hdr) == _MRING_HDR_SIZE, "header size");
 _Static_assert(offsetof(struct _mring_shm_hdr, state) == 256, "producer line");
 _Static_assert(offsetof(struct _mring_shm_hdr, tail) == 384, "drainer line");
-_Static_assert(offsetof(struct _mring_shm_hdr, dropped) == 512, "loss line");
+_Static_assert(offsetof(struct _mring_shm_hdr, loss) == 512, "loss line");
 _Static_assert(sizeof(struct _mring_shm_ident) <= 248, "identity fits");
 _Static_assert(offsetof(struct _mring_shm_metric, live) == 128, "live latch");
 

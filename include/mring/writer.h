@@ -59,6 +59,7 @@ struct mring_writer {
 	uint64_t capacity;
 	uint64_t lost;			/* drops not yet written as a LOST record */
 	uint64_t dropped;		/* every drop so far */
+	uint64_t loss_seq;		/* mirrors hdr->loss.seq */
 	uint32_t epoch;
 	int on_full;
 	int fd;

@@ -54,3 +54,5 @@ cmake -S "$prefix/cm" -B "$prefix/cm/b" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$prefix/cm/b" >/dev/null
 "$prefix/cm/b/use"
 echo "install check passed"
+
+echo "== fuzz the reader (60 s)"; bash tests/fuzz/run.sh 60

@@ -165,7 +165,9 @@ err:
 static void drainpos_publish(struct mring_reader *r)
 {
 	struct _mring_shm_drainpos *d = &r->hdr->dpos;
-	uint64_t seq = r->dseq + 1;
+	/* 0 means "never published": a wrapped (or planted) seq skips it,
+	 * keeping the copies alternating (found by tests/fuzz) */
+	uint64_t seq = r->dseq + 1 ? r->dseq + 1 : 2;
 
 	/* release fence: pairs with the acquire fence in _mring_drainpos_read */
 	_mring_fence_release();

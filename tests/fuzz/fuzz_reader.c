@@ -28,6 +28,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -373,14 +374,18 @@ static void exercise(unsigned flags, struct pass *p)
 	CHECK(ret == 0);
 	check_metrics(r, &st);
 
-	ret = mring_commit(r);
-	CHECK((flags & MRING_DRAIN) ? ret == 0 : ret == -EINVAL);
+	/* a NO_AUTOCOMMIT drainer that never commits leaves the position */
+	if (flags != (MRING_DRAIN | MRING_NO_AUTOCOMMIT)) {
+		ret = mring_commit(r);
+		CHECK((flags & MRING_DRAIN) ? ret == 0 : ret == -EINVAL);
+	}
 	mring_reader_close(r);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct pass obs, noac, drain, again;
+	int resume_checks;
 	size_t len;
 
 	if (seg_fd < 0)
@@ -388,16 +393,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	len = build_file(data, size);
 	write_file(filebuf, len);
 
+	/* the drain position latch skips seq 0 when it wraps (this target
+	 * found that: tests/fuzz/crashes/dpos-seq-wrap), so always check */
+	resume_checks = 1;
+
 	exercise(MRING_OBSERVE, &obs);
 	exercise(MRING_DRAIN | MRING_NO_AUTOCOMMIT, &noac);
 	exercise(MRING_DRAIN, &drain);
-	/* NO_AUTOCOMMIT committed only at mring_commit(), after its reads:
-	 * an autocommitting drainer resumes at the same first position */
-	if (noac.opened && drain.opened && noac.nevents && drain.nevents)
-		CHECK(drain.first_seq >= noac.first_seq);
+	/* NO_AUTOCOMMIT committed nothing: an autocommitting drainer
+	 * resumes at the same first position */
+	if (resume_checks && noac.opened && drain.opened && noac.nevents && drain.nevents)
+		CHECK(drain.first_seq == noac.first_seq);
 	/* and the next drainer resumes after what the last one read */
 	exercise(MRING_DRAIN, &again);
-	if (drain.nevents && again.nevents)
+	if (resume_checks && drain.nevents && again.nevents)
 		CHECK(again.first_seq > drain.last_seq);
 	/* an observer's open of the same file agrees with itself */
 	exercise(MRING_OBSERVE, &obs);
@@ -437,12 +446,13 @@ int main(int argc, char **argv)
 	/* patch A: record 2's kind byte (ring @8192, meta @+32, kind @+34) */
 	memcpy(p, "\x01\x72\x20\x09", 4);
 	seed(dir, "patch-a-kind", p, 4);
-	/* patch A, words: lost_pending (@520) = 3, lost_pending_pos (@528) =
-	 * 11, the first free position: a dead producer's unwritten LOST */
+	/* patch A, words: the loss latch (@512, seq 0 selects copy[0]):
+	 * pending (@528) = 3, pending_pos (@536) = 11, the first free
+	 * position: a dead producer's unwritten LOST record */
 	memset(p, 0, sizeof(p));
 	p[0] = 0x09;
-	p[1] = 0x08; p[2] = 0x02; p[3] = 3;		/* @520 */
-	p[11] = 0x10; p[12] = 0x02; p[13] = 11;		/* @528 */
+	p[1] = 0x10; p[2] = 0x02; p[3] = 3;		/* @528 */
+	p[11] = 0x18; p[12] = 0x02; p[13] = 11;		/* @536 */
 	seed(dir, "patch-a-lostpending", p, 21);
 	/* patch A: truncated to 8192 + 40 bytes */
 	memcpy(p, "\x05\x28\x20", 3);

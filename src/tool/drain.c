@@ -994,18 +994,27 @@ static int read_segment(struct drain *d, struct seg *g, int *got)
 	return 0;
 }
 
-/* A producer that is gone and whose ring is empty is done. */
-static void check_ended(struct seg *g)
+/*
+ * A producer that is gone is done once its ring is read to the end:
+ * nothing can be added after its death, but it may have written a lot
+ * between our last empty read and the moment we saw it gone.
+ */
+static int check_ended(struct drain *d, struct seg *g)
 {
 	struct mring_status st;
-	struct mring_event ev;
+	int got, ret;
 
 	if (mring_status_read(g->r, &st) < 0 || st.alive)
-		return;
-	if (mring_read(g->r, &ev, 0) == 0 && !st.alive) {
-		g->done = true;
-		g->crashed = !st.closed;
-	}
+		return 0;
+	do {
+		got = 0;
+		ret = read_segment(d, g, &got);
+	} while (!ret && got);
+	if (ret < 0)
+		return ret;
+	g->done = true;
+	g->crashed = !st.closed;
+	return 0;
 }
 
 static int drain_loop(struct drain *d)
@@ -1043,13 +1052,8 @@ static int drain_loop(struct drain *d)
 			break;		/* drained what was there */
 		for (int i = 0; i < d->nsegs; i++) {
 			if (!d->segs[i].done) {
-				check_ended(&d->segs[i]);
-				if (d->segs[i].done) {
-					/* one more pass: the last records it wrote */
-					ret = read_segment(d, &d->segs[i], &got);
-					if (ret < 0)
-						return EXIT_OUTPUT;
-				}
+				if (check_ended(d, &d->segs[i]) < 0)
+					return EXIT_OUTPUT;
 			}
 			live += !d->segs[i].done;
 		}
@@ -1208,8 +1212,8 @@ int cmd_drain(int argc, char **argv)
 	/* a segment whose producer is gone and whose ring is empty gets its
 	 * last, partial --every window; others keep it in the state */
 	for (int i = 0; i < d.nsegs && status != EXIT_OUTPUT; i++) {
-		if (!d.segs[i].done && !stop_signal)
-			check_ended(&d.segs[i]);
+		if (!d.segs[i].done && !stop_signal && check_ended(&d, &d.segs[i]) < 0)
+			status = EXIT_OUTPUT;
 		if (d.segs[i].done && d.segs[i].nnames && window_flush(&d, &d.segs[i]) < 0)
 			status = EXIT_OUTPUT;
 	}

@@ -855,7 +855,7 @@ static int resume_rewritten(struct sink *s, const struct sink_state *st,
 {
 	struct prefix pf = { .pos = len + 1 };
 	char **old;
-	int nold, *map, err;
+	int nold, *map = NULL, err;
 
 	err = hdr_parse(st->extra, strlen(st->extra), &old, &nold);
 	if (err)

@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 need=()
 # python3 and its protobuf/crc32c modules are the independent readers of
 # what `mring drain` writes (JSON, CSV, TensorBoard event files)
+# tmux drives `mring top` in a real terminal for its test
 for p in cmake gcc make pkg-config libcriterion-dev python3 python3-protobuf \
-	protobuf-compiler python3-crc32c; do
+	protobuf-compiler python3-crc32c libncurses-dev tmux; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then

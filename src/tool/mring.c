@@ -21,6 +21,7 @@ static const char usage[] =
 	"  ls [DIR]                     list segments (default $MRING_DIR or /dev/shm)\n"
 	"  stat SEGMENT                 status and every metric of a segment\n"
 	"  rm SEGMENT...                remove segments whose producer is gone\n"
+	"  top [SEGMENT|GLOB]...        live full-screen view of segments and metrics\n"
 	"\n"
 	"SEGMENT: a path, a bare name in $MRING_DIR (default /dev/shm), or a glob.\n"
 	"`mring COMMAND --help` describes each command.\n";
@@ -281,6 +282,7 @@ int main(int argc, char **argv)
 		int (*fn)(int, char **);
 	} cmds[] = {
 		{ "drain", cmd_drain }, { "ls", cmd_ls }, { "stat", cmd_stat }, { "rm", cmd_rm },
+		{ "top", cmd_top },
 	};
 
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

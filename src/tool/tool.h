@@ -34,5 +34,6 @@ int cmd_drain(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_stat(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
+int cmd_top(int argc, char **argv);
 
 #endif

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for p in cmake gcc make pkg-config libncurses-dev; do
+for p in cmake gcc make pkg-config libncurses-dev liburcu-dev; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then

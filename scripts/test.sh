@@ -9,14 +9,15 @@ cd "$(dirname "$0")/.."
 need=()
 # python3 and its protobuf/crc32c modules are the independent readers of
 # what `mring drain` writes (JSON, CSV, TensorBoard event files)
-# tmux drives `mring top` in a real terminal for its test
+# tmux drives `mring top` in a real terminal for its test; promtool and a
+# real Prometheus check `mring serve`
 for p in cmake gcc make pkg-config libcriterion-dev python3 python3-protobuf \
-	protobuf-compiler python3-crc32c libncurses-dev tmux; do
+	protobuf-compiler python3-crc32c libncurses-dev tmux liburcu-dev prometheus; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
 jobs=$(nproc)

@@ -22,6 +22,7 @@ static const char usage[] =
 	"  stat SEGMENT                 status and every metric of a segment\n"
 	"  rm SEGMENT...                remove segments whose producer is gone\n"
 	"  top [SEGMENT|GLOB]...        live full-screen view of segments and metrics\n"
+	"  serve [OPTIONS] [SEGMENT]... Prometheus /metrics endpoint (default 127.0.0.1:9464)\n"
 	"\n"
 	"SEGMENT: a path, a bare name in $MRING_DIR (default /dev/shm), or a glob.\n"
 	"`mring COMMAND --help` describes each command.\n";
@@ -282,7 +283,7 @@ int main(int argc, char **argv)
 		int (*fn)(int, char **);
 	} cmds[] = {
 		{ "drain", cmd_drain }, { "ls", cmd_ls }, { "stat", cmd_stat }, { "rm", cmd_rm },
-		{ "top", cmd_top },
+		{ "top", cmd_top }, { "serve", cmd_serve },
 	};
 
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

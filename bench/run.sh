@@ -58,7 +58,8 @@ trap 'exit 1' HUP INT TERM
 
 # ---- 1. what is missing --------------------------------------------------
 missing=()
-for p in lttng-tools liblttng-ust-dev liburcu-dev valgrind cmake gcc pkg-config; do
+for p in lttng-tools liblttng-ust-dev liburcu-dev valgrind cmake gcc pkg-config \
+	libncurses-dev python3-dev python3-setuptools python3-pip python3-venv; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
 		missing+=("$p")
 done
@@ -135,6 +136,15 @@ echo "drain.sh ..." >&2
 drain_rc=0
 bash "$ROOT/bench/drain.sh" "$BUILD" 3 >"$WORK/drain.rows" 2>"$WORK/drain.err" || drain_rc=$?
 
+# ---- 4c. the Python binding (m.log next to a bare call, same run) -----------
+echo "python binding ..." >&2
+py_rc=0
+{
+	/usr/bin/python3 -m venv --system-site-packages "$WORK/venv" &&
+	"$WORK/venv/bin/python" -m pip install -q --no-build-isolation "$ROOT" &&
+	"$WORK/venv/bin/python" "$ROOT/python/bench_log.py" --rows --number 1000000 --repeat 7
+} >"$WORK/py.rows" 2>"$WORK/py.err" || py_rc=$?
+
 # ---- 5. callgrind: instructions per call -----------------------------------
 echo "callgrind ..." >&2
 cg_rc=0
@@ -165,7 +175,7 @@ grep '^INFO' "$WORK/suite.out" | cut -f2- | grep -v 'all checks passed\|CHECK FA
 echo "$LTTNG_NOTE"
 echo "figures: median, min, max over the repetitions; ratio = peer cost / mring cost, per repetition, median [min-max]"
 echo
-{ grep -h '^ROW' "$WORK/suite.out" "$WORK/mem.out" "$WORK/drain.rows" || true; cat "$WORK/cg.rows"; } | LC_ALL=C sort -t "$(printf '\t')" -k2,2 |
+{ grep -h '^ROW' "$WORK/suite.out" "$WORK/mem.out" "$WORK/drain.rows" "$WORK/py.rows" || true; cat "$WORK/cg.rows"; } | LC_ALL=C sort -t "$(printf '\t')" -k2,2 |
 awk -F '\t' '
 function fmt(v) {
 	if (v == "" || v == "-") return "-"
@@ -183,6 +193,7 @@ BEGIN {
 	sec["2"] = "2. peers: per step one wall-clock read + 16 records (id, step, epoch, value, wall time)"
 	sec["3"] = "3. reader side"
 	sec["4"] = "4. memory"
+	sec["5"] = "5. Python (CPython extension, per call)"
 }
 {
 	s = substr($2, 1, 1)
@@ -193,5 +204,6 @@ echo
 grep -h '^INFO' "$WORK/mem.out" "$WORK/suite.out" | cut -f2- | grep 'all checks passed\|CHECK FAILURES' || echo "bench_suite: exit status $suite_rc"
 [ "$cg_rc" = 0 ] || { echo "callgrind.sh failed:"; cat "$WORK/cg.out"; }
 [ "$drain_rc" = 0 ] || { echo "drain.sh failed:"; cat "$WORK/drain.err"; }
+[ "$py_rc" = 0 ] || { echo "python bench failed:"; cat "$WORK/py.err"; }
 echo "total $(( $(date +%s) - T0 )) s"
-exit $(( suite_rc || cg_rc || drain_rc ))
+exit $(( suite_rc || cg_rc || drain_rc || py_rc ))

@@ -12,7 +12,8 @@ need=()
 # tmux drives `mring top` in a real terminal for its test; promtool and a
 # real Prometheus check `mring serve`
 for p in cmake gcc make pkg-config libcriterion-dev python3 python3-protobuf \
-	protobuf-compiler python3-crc32c libncurses-dev tmux liburcu-dev prometheus; do
+	protobuf-compiler python3-crc32c libncurses-dev tmux liburcu-dev prometheus \
+	python3-dev python3-setuptools python3-pip python3-venv python3-pytest; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -60,5 +61,11 @@ cmake -S "$prefix/cm" -B "$prefix/cm/b" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$prefix/cm/b" >/dev/null
 "$prefix/cm/b/use"
 echo "install check passed"
+
+echo "== Python binding (venv, pip install, pytest)"
+/usr/bin/python3 -m venv --system-site-packages "$prefix/venv"
+"$prefix/venv/bin/python" -m pip install -q --no-build-isolation .
+"$prefix/venv/bin/python" -m pytest -q -p no:cacheprovider tests/python
+"$prefix/venv/bin/python" python/bench_log.py --number 200000 --repeat 3
 
 echo "== fuzz the reader (60 s)"; bash tests/fuzz/run.sh 60

@@ -1,0 +1,142 @@
+# SPDX-License-Identifier: MIT
+"""HF TrainerCallback-shaped and Lightning Logger-shaped adapters, driven
+with duck-typed stand-ins (neither library is needed)."""
+import types
+
+import pytest
+
+import mring
+from mring.adapters import MringCallback, MringLogger, to_float
+
+
+class Tensor0d:
+    """Enough of a 0-d torch tensor: item(), numel(), __float__."""
+
+    def __init__(self, v):
+        self.v = v
+
+    def item(self):
+        return self.v
+
+    def numel(self):
+        return 1
+
+    def __float__(self):
+        return float(self.v)
+
+
+def value_events(r):
+    return [(e.metric, e.step, e.epoch, e.value) for e in r.read(max=10000)
+            if e.kind == "value"]
+
+
+def test_to_float():
+    assert to_float(1) == 1.0 and to_float(True) == 1.0
+    assert to_float(Tensor0d(2.5)) == 2.5
+    assert to_float("x") is None and to_float(None) is None and to_float([1]) is None
+
+
+def test_hf_callback_sequence():
+    """Trainer.log -> on_log(args, state, control, logs) at state.global_step;
+    on_epoch_end -> epoch rows (lightning-hf-logging.md §3.3, §3.5)."""
+    cb = MringCallback("hf", capacity=1024, run="hf-run")
+    args = types.SimpleNamespace(logging_steps=2)
+    control = types.SimpleNamespace(should_log=False)
+    state = types.SimpleNamespace(global_step=0, epoch=0.0, is_world_process_zero=True)
+    cb.on_train_begin(args, state, control)
+    steps_per_epoch = 4
+    for epoch in range(2):
+        cb.on_epoch_begin(args, state, control)
+        for i in range(steps_per_epoch):
+            cb.on_step_begin(args, state, control)
+            state.global_step += 1
+            state.epoch = epoch + (i + 1) / steps_per_epoch
+            cb.on_step_end(args, state, control)
+            if state.global_step % 2 == 0:
+                logs = {"loss": 1.0 / state.global_step, "grad_norm": Tensor0d(0.5),
+                        "learning_rate": 1e-3, "epoch": state.epoch,
+                        "note": "not a number"}
+                assert cb.on_log(args, state, control, logs=logs) is None
+        cb.on_epoch_end(args, state, control)
+    r = mring.Reader("hf")
+    assert set(r.metrics()) == {"loss", "grad_norm", "learning_rate"}
+    ev = value_events(r)
+    assert [(s, e) for m, s, e, _ in ev if m == "loss"] == [(2, 0), (4, 0), (6, 1), (8, 1)]
+    assert [v for m, _, _, v in ev if m == "grad_norm"] == [0.5] * 4
+    ep = r.epoch("loss")
+    assert ep["epoch"] == 1 and ep["value"] == pytest.approx((1 / 6 + 1 / 8) / 2)
+    assert r.status()["epoch"] == 2 and r.status()["run"] == "hf-run"
+    cb.on_log(args, state, control, logs=None)        # nothing to log
+    cb.on_train_end(args, state, control)
+    assert r.status()["closed"]
+
+
+def test_hf_callback_with_open_writer_and_world_zero():
+    w = mring.Writer("hf2", capacity=64)
+    cb = MringCallback(w, world_zero_only=True, log_epoch=True)
+    state = types.SimpleNamespace(global_step=3, epoch=0.5, is_world_process_zero=False)
+    cb.on_log(None, state, None, logs={"loss": 1.0})
+    state.is_world_process_zero = True
+    cb.on_log(None, state, None, logs={"loss": 2.0, "epoch": 0.5})
+    r = mring.Reader("hf2")
+    assert value_events(r) == [("loss", 3, 0, 2.0), ("epoch", 3, 0, 0.5)]
+    cb.on_train_end(None, state, None)
+    assert not w.closed                       # not ours to close
+    with pytest.raises(TypeError):
+        MringCallback(w, capacity=64)
+    w.close()
+
+
+def test_lightning_logger_sequence():
+    """The exact logger calls of lightning-hf-logging.md §1.7:
+    log_every_n_steps=1, 2 batches, 2 epochs,
+    self.log("foo", 0.0, on_step=True, on_epoch=True)."""
+    lg = MringLogger("pl", capacity=1024, name="exp", version=3)
+    assert lg.name == "exp" and lg.version == 3
+    lg.log_hyperparams({"lr": 0.1})
+    lg.log_hyperparams(types.SimpleNamespace(batch_size=8))
+    assert lg.hparams == {"lr": 0.1, "batch_size": 8}
+    foo = {0: 1.0, 1: 3.0, 2: 5.0, 3: 9.0}
+    calls = [
+        ({"foo_step": Tensor0d(foo[0]), "epoch": 0}, 0),
+        ({"foo_step": Tensor0d(foo[1]), "epoch": 0}, 1),
+        ({"foo_epoch": 2.0, "epoch": 0}, 1),
+        ({"foo_step": foo[2], "epoch": 1}, 2),
+        ({"foo_step": foo[3], "epoch": 1}, 3),
+        ({"foo_epoch": 7.0, "epoch": 1}, 3),
+    ]
+    r = mring.Reader("pl")
+    for metrics, step in calls:
+        lg.log_metrics(metrics, step=step)
+        lg.save()
+    ev = value_events(r)
+    assert ev == [("foo_step", 0, 0, 1.0), ("foo_step", 1, 0, 3.0),
+                  ("foo_epoch", 1, 0, 2.0), ("foo_step", 2, 1, 5.0),
+                  ("foo_step", 3, 1, 9.0), ("foo_epoch", 3, 1, 7.0)]
+    info = r.metrics()
+    assert "epoch" not in info                # the epoch key is not a metric
+    assert info["foo_step"]["on_epoch"] and not info["foo_epoch"]["on_epoch"]
+    # epoch 0 was closed when epoch 1 began: mring's mean matches foo_epoch
+    ep0 = r.epoch("foo_step")
+    assert ep0["epoch"] == 0 and ep0["value"] == 2.0
+    steps = [e.step for e in mring.Reader("pl").read(max=1000) if e.kind == "step"]
+    assert steps == [0, 1, 2, 3]               # one step record per new step
+    lg.finalize("success")
+    ep1 = r.epoch("foo_step")
+    assert ep1["epoch"] == 1 and ep1["value"] == 7.0
+    s = r.status()
+    assert s["closed"] and s["epoch"] == 2
+    lg.finalize("success")                     # idempotent
+
+
+def test_lightning_logger_eval_and_explicit_step():
+    w = mring.Writer("pl2", capacity=256)
+    lg = MringLogger(w)
+    lg.log_metrics({"val_loss": 0.3}, step=0)   # eval step: no epoch key
+    lg.log_metrics({"val_loss": 0.1, "epoch": 0}, step=5)
+    lg.log_metrics({}, step=6)
+    lg.finalize("success")
+    assert not w.closed                          # not ours
+    r = mring.Reader("pl2")
+    assert r.epoch("val_loss")["value"] == pytest.approx(0.2)
+    w.close()

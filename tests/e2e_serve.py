@@ -106,7 +106,9 @@ def start_serve(procs, mring, args, env):
     if not m:
         raise RuntimeError("mring serve did not start: %r" % line)
     # keep draining stderr so the server never blocks on it
-    threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
+    errlog = os.environ.get("MRING_SERVE_STDERR")
+    sink = open(errlog, "a") if errlog else None
+    threading.Thread(target=lambda: [sink.write(l) if sink else None for l in p.stderr], daemon=True).start()
     return p, m.group(1)
 
 

@@ -59,7 +59,7 @@ trap 'exit 1' HUP INT TERM
 # ---- 1. what is missing --------------------------------------------------
 missing=()
 for p in lttng-tools liblttng-ust-dev liburcu-dev valgrind cmake gcc pkg-config \
-	libncurses-dev python3-dev python3-setuptools python3-pip python3-venv; do
+	libncurses-dev python3-dev python3-setuptools python3-pip python3-venv prometheus; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
 		missing+=("$p")
 done
@@ -145,6 +145,23 @@ py_rc=0
 	"$WORK/venv/bin/python" "$ROOT/python/bench_log.py" --rows --number 1000000 --repeat 7
 } >"$WORK/py.rows" 2>"$WORK/py.err" || py_rc=$?
 
+# ---- 4d. mring serve: one scrape of ~1,000 series ---------------------------
+echo "mring serve scrape cost ..." >&2
+serve_rc=0
+/usr/bin/python3 "$ROOT/tests/e2e_serve.py" --mring "$BUILD/mring" \
+	--producer "$BUILD/prod_canary" --bench 40 >"$WORK/serve.out" 2>&1 || serve_rc=$?
+awk 'BEGIN { OFS = "\t" }
+/^bench: [0-9]+ segments/ {
+	for (i = 1; i <= NF; i++) {
+		if ($i == "median") med = $(i + 1)
+		if ($i == "p90") p90 = $(i + 1)
+		if ($i == "max") mx = $(i + 1)
+		if ($i == "series,") series = $(i - 1)
+	}
+	print "ROW", "3.08", "mring serve: one /metrics scrape", med, "-", mx, "ms", "-", "-", "-",
+	      series " series (40 segments), new TCP connection each; p90 " p90 " ms"
+}' "$WORK/serve.out" >"$WORK/serve.rows"
+
 # ---- 5. callgrind: instructions per call -----------------------------------
 echo "callgrind ..." >&2
 cg_rc=0
@@ -175,7 +192,7 @@ grep '^INFO' "$WORK/suite.out" | cut -f2- | grep -v 'all checks passed\|CHECK FA
 echo "$LTTNG_NOTE"
 echo "figures: median, min, max over the repetitions; ratio = peer cost / mring cost, per repetition, median [min-max]"
 echo
-{ grep -h '^ROW' "$WORK/suite.out" "$WORK/mem.out" "$WORK/drain.rows" "$WORK/py.rows" || true; cat "$WORK/cg.rows"; } | LC_ALL=C sort -t "$(printf '\t')" -k2,2 |
+{ grep -h '^ROW' "$WORK/suite.out" "$WORK/mem.out" "$WORK/drain.rows" "$WORK/py.rows" "$WORK/serve.rows" || true; cat "$WORK/cg.rows"; } | LC_ALL=C sort -t "$(printf '\t')" -k2,2 |
 awk -F '\t' '
 function fmt(v) {
 	if (v == "" || v == "-") return "-"
@@ -205,5 +222,6 @@ grep -h '^INFO' "$WORK/mem.out" "$WORK/suite.out" | cut -f2- | grep 'all checks 
 [ "$cg_rc" = 0 ] || { echo "callgrind.sh failed:"; cat "$WORK/cg.out"; }
 [ "$drain_rc" = 0 ] || { echo "drain.sh failed:"; cat "$WORK/drain.err"; }
 [ "$py_rc" = 0 ] || { echo "python bench failed:"; cat "$WORK/py.err"; }
+[ "$serve_rc" = 0 ] || { echo "serve bench failed:"; cat "$WORK/serve.out"; }
 echo "total $(( $(date +%s) - T0 )) s"
-exit $(( suite_rc || cg_rc || drain_rc || py_rc ))
+exit $(( suite_rc || cg_rc || drain_rc || py_rc || serve_rc ))

@@ -309,6 +309,25 @@ def run_tests(a):
         gone = wait_for(lambda: "run-r2" not in segments(parse(get(addr)[2])), 10)
         check(gone, "removed segment run-r2 disappears")
 
+        # --- a stopped producer: scrapes still answer at once, its step
+        # timestamp stops moving (stale), and it is still up ---
+        p3 = start_producer(procs, a.producer, "run-r3", 10**8, 20, 2000, 3)
+        r3 = dict(segment="run-r3", run="run-r3", rank="3")
+        wait_for(lambda: value(parse(get(addr)[2]), "mring_step", **r3) not in (None, 0), 10)
+        p3.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        first = value(parse(get(addr)[2]), "mring_step_timestamp_seconds", **r3)
+        moved = wait_for(lambda: value(parse(get(addr)[2]), "mring_step_timestamp_seconds",
+                                       **r3) != first, 1.0)
+        dt = time.monotonic() - t0
+        check(first is not None and not moved and dt < 5,
+              "stopped producer: scrapes answer (%.2f s), step timestamp frozen" % dt)
+        check(value(parse(get(addr)[2]), "mring_up", **r3) == 1,
+              "stopped producer is still up (alive, not crashed)")
+        p3.send_signal(signal.SIGCONT)
+        procs.stop(p3)
+        os.unlink(os.path.join(tmp, "run-r3"))
+
         # --- a real Prometheus ---
         prometheus = a.prometheus or shutil.which("prometheus")
         if prometheus:

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "sink.h"
+#include "text.h"
 #include "tool.h"
 
 #define READ_BATCH 1024
@@ -166,17 +167,6 @@ static const char drain_usage[] =
 
 /* ---- names ----------------------------------------------------------- */
 
-/* Keys every row has already: a metric of that name becomes metric/NAME. */
-static bool reserved(const char *name)
-{
-	static const char *const keys[] = { "step", "epoch", "rank", "mring_lost" };
-
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		if (!strcmp(name, keys[i]))
-			return true;
-	return false;
-}
-
 static int names_refresh(struct seg *g, int need)
 {
 	int n = mring_metric_count(g->r), old = g->nnames;
@@ -197,9 +187,9 @@ static int names_refresh(struct seg *g, int need)
 		if (ret < 0)
 			return ret;
 		both = (flags & MRING_ON_STEP) && (flags & MRING_ON_EPOCH);
-		snprintf(p[id].step, sizeof(p[id].step), "%s%s%s", reserved(name) ? "metric/" : "",
+		snprintf(p[id].step, sizeof(p[id].step), "%s%s%s", sink_key_reserved(name) ? "metric/" : "",
 			 name, both ? "_step" : "");
-		snprintf(p[id].epoch, sizeof(p[id].epoch), "%s%s%s", reserved(name) ? "metric/" : "",
+		snprintf(p[id].epoch, sizeof(p[id].epoch), "%s%s%s", sink_key_reserved(name) ? "metric/" : "",
 			 name, both ? "_epoch" : "");
 		p[id].mark = 0;
 		p[id].flags = flags;
@@ -575,15 +565,11 @@ static int take_event(struct drain *d, struct seg *g, const struct mring_event *
 static int fsync_dir_of(const char *path)
 {
 	char *copy = strdup(path);
-	int fd, ret = 0;
+	int ret;
 
 	if (!copy)
 		return -ENOMEM;
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0)
-		ret = -errno;
-	if (fd >= 0)
-		close(fd);
+	ret = fsync_dir(dirname(copy));
 	free(copy);
 	return ret;
 }

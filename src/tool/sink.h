@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum row_kind {
 	ROW_STEP,	/* ON_STEP values of one step: keys are name or name_step */
@@ -42,6 +43,20 @@ struct sink_state {
 	uint64_t size;		/* committed file size in bytes */
 	char extra[65536];	/* sink-specific text, one line, no '\n' (CSV: header) */
 };
+
+/*
+ * Keys every row has already.  A sink refuses a metric key of one of
+ * these names; the drain renames such a metric to metric/NAME first.
+ */
+static inline bool sink_key_reserved(const char *key)
+{
+	static const char *const keys[] = { "epoch", "step", "rank", "mring_lost" };
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (!strcmp(key, keys[i]))
+			return true;
+	return false;
+}
 
 struct sink;
 

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "sink.h"
+#include "util.h"
 
 #define CSV_NAME	"metrics.csv"
 #define CSV_TMP		".metrics.csv.tmp"
@@ -60,7 +61,6 @@
 enum { CELL_EMPTY = -1, CELL_STEP = -2, CELL_EPOCH = -3, CELL_RANK = -4,
        CELL_LOST = -5 };
 
-static const char *const reserved[] = { "epoch", "step", "rank", "mring_lost" };
 
 struct buf {
 	char *p;
@@ -155,27 +155,6 @@ static ssize_t pread_full(int fd, char *p, size_t len, uint64_t off)
 		got += (size_t)n;
 	}
 	return (ssize_t)got;
-}
-
-static int mkdir_p(const char *dir)
-{
-	char *tmp = strdup(dir), *p;
-	int err = 0;
-
-	if (!tmp)
-		return -ENOMEM;
-	for (p = tmp + 1; *p && !err; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0755) && errno != EEXIST)
-			err = -errno;
-		*p = '/';
-	}
-	if (!err && mkdir(tmp, 0755) && errno != EEXIST)
-		err = -errno;
-	free(tmp);
-	return err;
 }
 
 typedef int (*line_fn)(void *ctx, const char *line, size_t len);
@@ -522,40 +501,19 @@ static int cols_add(struct sink *s, const char **names, int n)
 
 /* ---- rows ---- */
 
-/*
- * Shortest of %.15g, %.16g, %.17g that strtod reads back bit-exactly
- * (%.17g always does); nan/inf/-inf as Python's float() spells them.
- */
+/* Shortest round-trip text; nan/inf/-inf as Python's float() spells them. */
 static int fmt_double(char *out, size_t len, double v)
 {
-	static const char *const fmts[] = { "%.15g", "%.16g" };
-	double back;
-
 	if (isnan(v))
 		return snprintf(out, len, "nan");
 	if (isinf(v))
 		return snprintf(out, len, v < 0 ? "-inf" : "inf");
-	for (size_t i = 0; i < sizeof(fmts) / sizeof(fmts[0]); i++) {
-		int n = snprintf(out, len, fmts[i], v);
-
-		back = strtod(out, NULL);
-		if (!memcmp(&back, &v, sizeof(v)))
-			return n;
-	}
-	return snprintf(out, len, "%.17g", v);
-}
-
-static bool is_reserved(const char *key)
-{
-	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
-		if (!strcmp(key, reserved[i]))
-			return true;
-	return false;
+	return fmt_shortest(out, len, v);
 }
 
 static bool key_ok(const char *key)
 {
-	if (!key || !*key || is_reserved(key))
+	if (!key || !*key || sink_key_reserved(key))
 		return false;
 	for (const unsigned char *c = (const unsigned char *)key; *c; c++)
 		if (*c < 0x20 || *c == 0x7f)

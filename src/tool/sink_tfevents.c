@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "sink.h"
+#include "util.h"
 
 #define TFEV_FLUSH_AT	(64 * 1024)	/* write(2) once the buffer passes this */
 #define TFEV_VERSION	"brain.Event:2"
@@ -298,25 +299,6 @@ static int tfevents_put_scalars(struct sink *s, double wall_time, uint64_t step,
 
 /* ---- file I/O ---- */
 
-static int write_all(int fd, const unsigned char *p, size_t n, uint64_t off)
-{
-	while (n) {
-		ssize_t w = pwrite(fd, p, n, (off_t)off);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (w == 0)
-			return -EIO;
-		p += w;
-		n -= (size_t)w;
-		off += (uint64_t)w;
-	}
-	return 0;
-}
-
 /*
  * Forget everything since the last commit, on disk and in memory.  If
  * even ftruncate fails, the stale tail is harmless as long as we retry
@@ -340,7 +322,7 @@ static int flush(struct sink *s)
 	}
 	if (!s->len)
 		return 0;
-	err = write_all(s->fd, s->buf, s->len, s->flushed);
+	err = pwrite_all(s->fd, s->buf, s->len, s->flushed);
 	if (err) {
 		rollback(s);
 		return err;
@@ -348,56 +330,6 @@ static int flush(struct sink *s)
 	s->flushed += s->len;
 	s->len = 0;
 	return 0;
-}
-
-/* One level of mkdir -p: fine if @path already is a directory. */
-static int mkdir_one(const char *path)
-{
-	struct stat st;
-
-	if (mkdir(path, 0755) && errno != EEXIST)
-		return -errno;
-	if (stat(path, &st))
-		return -errno;
-	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-}
-
-/* mkdir -p, mode 0755; an existing non-directory component is -ENOTDIR. */
-static int mkdir_p(const char *dir)
-{
-	char tmp[PATH_MAX];
-	size_t n = strlen(dir);
-	int err;
-
-	if (n == 0)
-		return -ENOENT;
-	if (n >= sizeof(tmp))
-		return -ENAMETOOLONG;
-	memcpy(tmp, dir, n + 1);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		err = mkdir_one(tmp);
-		*p = '/';
-		if (err)
-			return err;
-	}
-	return mkdir_one(tmp);
-}
-
-/* The new name must survive a crash before the state records it. */
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int err = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) && errno != EINVAL)
-		err = -errno;
-	close(fd);
-	return err;
 }
 
 static int set_path(struct sink *s, const char *dir, const char *base)

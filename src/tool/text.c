@@ -4,9 +4,12 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "text.h"
@@ -61,16 +64,25 @@ void buf_u64(struct buf *b, uint64_t v)
 	buf_put(b, tmp + i, sizeof(tmp) - (size_t)i);
 }
 
+int fmt_shortest(char *out, size_t len, double v)
+{
+	double back;
+	int prec, n = 0;
+
+	for (prec = 15; prec < 17; prec++) {
+		n = snprintf(out, len, "%.*g", prec, v);
+		back = strtod(out, NULL);
+		if (!memcmp(&back, &v, sizeof(v)))
+			return n;
+	}
+	return snprintf(out, len, "%.17g", v);
+}
+
 void buf_double(struct buf *b, double v)
 {
 	char tmp[40];
-	int prec, n = 0;
+	int n = fmt_shortest(tmp, sizeof(tmp), v);
 
-	for (prec = 15; prec <= 17; prec++) {
-		n = snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
-		if (strtod(tmp, NULL) == v)
-			break;
-	}
 	buf_put(b, tmp, (size_t)n);
 }
 
@@ -81,33 +93,89 @@ void buf_free(struct buf *b)
 	b->len = b->cap = 0;
 }
 
-int buf_drain(struct buf *b, int fd, uint64_t *written, uint64_t committed, bool sync)
+int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
 {
-	size_t off = 0;
-	ssize_t n;
-	int err;
+	const char *c = p;
 
-	while (off < b->len) {
-		n = pwrite(fd, b->p + off, b->len - off, (off_t)(*written + off));
-		if (n < 0 && errno == EINTR)
+	while (n) {
+		ssize_t w = pwrite(fd, c, n, (off_t)off);
+
+		if (w < 0 && errno == EINTR)
 			continue;
-		if (n <= 0) {
-			err = n < 0 ? errno : EIO;
-			goto fail;
-		}
-		off += (size_t)n;
-	}
-	*written += b->len;
-	b->len = 0;
-	if (sync && fsync(fd) < 0) {
-		err = errno;
-		goto fail;
+		if (w < 0)
+			return -errno;
+		if (w == 0)
+			return -EIO;
+		c += w;
+		n -= (size_t)w;
+		off += (uint64_t)w;
 	}
 	return 0;
-fail:
+}
+
+int buf_drain(struct buf *b, int fd, uint64_t *written, uint64_t committed, bool sync)
+{
+	int err = pwrite_all(fd, b->p, b->len, *written);
+
+	if (!err) {
+		*written += b->len;
+		b->len = 0;
+		if (sync && fsync(fd) < 0)
+			err = -errno;
+	}
+	if (!err)
+		return 0;
 	/* nothing past the last commit may survive a failure */
 	if (ftruncate(fd, (off_t)committed) == 0)
 		*written = committed;
 	b->len = 0;
-	return -err;
+	return err;
+}
+
+/* One level of mkdir -p: fine if @path already is a directory. */
+static int mkdir_one(const char *path)
+{
+	struct stat st;
+
+	if (mkdir(path, 0755) && errno != EEXIST)
+		return -errno;
+	if (stat(path, &st))
+		return -errno;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+int mkdir_p(const char *dir)
+{
+	char tmp[PATH_MAX];
+	size_t n = strlen(dir);
+	int err;
+
+	if (n == 0)
+		return -ENOENT;
+	if (n >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	memcpy(tmp, dir, n + 1);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		err = mkdir_one(tmp);
+		*p = '/';
+		if (err)
+			return err;
+	}
+	return mkdir_one(tmp);
+}
+
+int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) && errno != EINVAL)
+		err = -errno;
+	close(fd);
+	return err;
 }

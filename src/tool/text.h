@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 #define BUF_FLUSH_AT (64 * 1024)
 
 struct buf {
@@ -23,7 +25,7 @@ void buf_putc(struct buf *b, char c);
 void buf_put(struct buf *b, const char *s, size_t n);
 void buf_puts(struct buf *b, const char *s);
 void buf_u64(struct buf *b, uint64_t v);
-/* The shortest of %.15g, %.16g, %.17g that strtod reads back exactly. */
+/* fmt_shortest() appended; NaN/Inf are the caller's business. */
 void buf_double(struct buf *b, double v);
 void buf_free(struct buf *b);
 

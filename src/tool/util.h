@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util.h - what every sink needs from the file system and from number
+ * formatting, in one place (implemented in text.c).
+ */
+#ifndef MRING_TOOL_UTIL_H
+#define MRING_TOOL_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * A finite @v as the shortest of %.15g, %.16g, %.17g that strtod reads
+ * back bit-exactly (%.17g always does).  Returns the length written.
+ */
+int fmt_shortest(char *out, size_t len, double v);
+/* pwrite all of [@p, @p + @n) at @off: 0, or -errno (-EIO for no progress). */
+int pwrite_all(int fd, const void *p, size_t n, uint64_t off);
+/* mkdir -p with mode 0755; an existing non-directory component: -ENOTDIR. */
+int mkdir_p(const char *dir);
+/* fsync a directory, so a name created or renamed in it survives a crash. */
+int fsync_dir(const char *dir);
+
+#endif

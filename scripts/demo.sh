@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 
 need=()
 for p in cmake gcc make pkg-config libncurses-dev liburcu-dev; do
-	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+	# installed, not merely known to dpkg (a removed package keeps its config)
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+		need+=("$p")
 done
 if ((${#need[@]})); then
 	apt-get update -qq

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Build mring and pass every test: a normal build, an ASan+UBSan build,
-# and an install check (pkg-config and the CMake package).
+# Build mring and pass every test: a normal build with every test, a
+# Release build, an ASan+UBSan build with every test, an install check
+# (pkg-config and the CMake package), the Python binding's tests, and a
+# 60 s fuzzing run of the reader.
 # On a fresh Debian 12 machine, as root: installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,9 @@ need=()
 for p in cmake gcc make pkg-config libcriterion-dev python3 python3-protobuf \
 	protobuf-compiler python3-crc32c libncurses-dev tmux liburcu-dev prometheus \
 	python3-dev python3-setuptools python3-pip python3-venv python3-pytest; do
-	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+	# installed, not merely known to dpkg (a removed package keeps its config)
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+		need+=("$p")
 done
 if ((${#need[@]})); then
 	apt-get update -qq

@@ -60,6 +60,8 @@ struct _mring_loss {
 	uint64_t seq, dropped, pending, pending_pos;
 };
 
+void _mring_acc_reset(struct _mring_acc *a);
+int _mring_names_init(struct mring_writer *w);
 void _mring_loss_read(const struct _mring_shm_hdr *h, struct _mring_loss *out);
 void _mring_drainpos_read(const struct _mring_shm_hdr *h, uint64_t *pos,
 			  uint64_t *lost);

@@ -19,9 +19,7 @@ struct _mring_name_slot {
 	char name[MRING_NAME_MAX + 1];
 };
 
-void __mring_acc_reset(struct _mring_acc *a);
-
-int __mring_names_init(struct mring_writer *w)
+int _mring_names_init(struct mring_writer *w)
 {
 	uint32_t n = 16;
 
@@ -75,7 +73,7 @@ static void stats_empty(struct _mring_shm_stats *c, uint32_t epoch)
 {
 	struct _mring_acc a = { 0 };
 
-	__mring_acc_reset(&a);
+	_mring_acc_reset(&a);
 	_mring_stats_store(c, &a, epoch);
 }
 
@@ -94,7 +92,7 @@ static void slot_publish(struct mring_writer *w, uint32_t id, const char *name,
 	_mring_store_relaxed(&m->epoch.seq, 0);
 
 	memset(a, 0, sizeof(*a));
-	__mring_acc_reset(a);
+	_mring_acc_reset(a);
 	a->flags = flags;
 	a->live = &m->live;
 

@@ -256,7 +256,6 @@ static void writer_free(struct mring_writer *w)
 	free(w);
 }
 
-int __mring_names_init(struct mring_writer *w);
 static void limit_reset(struct mring_writer *w, uint64_t tail);
 
 MRING_API int mring_writer_open(const char *path, const struct mring_config *cfg,
@@ -285,7 +284,7 @@ MRING_API int mring_writer_open(const char *path, const struct mring_config *cfg
 	if (ret < 0)
 		return ret;
 	w->max_metrics = c.max_metrics;
-	ret = __mring_names_init(w);
+	ret = _mring_names_init(w);
 	if (ret < 0)
 		goto err_free;
 
@@ -478,18 +477,14 @@ MRING_API int __mring_bad_id(struct mring_writer *w, int id)
 
 static void epoch_publish(struct mring_writer *w, int id, struct _mring_acc *a)
 {
-	struct _mring_shm_metric *m = &w->metrics[id];
 	uint64_t seq = a->eseq + 1;
 
-	/* release fence: pairs with the acquire fence in _mring_latch_read */
-	_mring_fence_release();
-	_mring_stats_store(&m->epoch.copy[seq & 1], a, w->epoch);
-	/* release: pairs with the acquire load of seq in _mring_latch_read */
-	_mring_store_release(&m->epoch.seq, seq);
+	_mring_latch_put(&w->metrics[id].epoch, seq, a, w->epoch);
 	a->eseq = seq;
 }
 
-void __mring_acc_reset(struct _mring_acc *a)
+/* An empty accumulator: the state of a metric at the start of an epoch. */
+void _mring_acc_reset(struct _mring_acc *a)
 {
 	a->count = 0;
 	a->nonfinite = 0;
@@ -529,7 +524,7 @@ MRING_API int mring_epoch_end(struct mring_writer *w)
 	w->meta_epoch = (uint64_t)w->epoch << 32;
 	_mring_store_relaxed(&w->hdr->epoch, w->epoch);
 	for (id = 0; id < w->nmetrics; id++) {
-		__mring_acc_reset(&w->acc[id]);
+		_mring_acc_reset(&w->acc[id]);
 		_mring_acc_publish(&w->acc[id], w->epoch);
 	}
 	_mring_store_relaxed(&w->hdr->head, w->head);

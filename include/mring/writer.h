@@ -108,18 +108,29 @@ static inline __attribute__((always_inline)) void _mring_stats_store(struct _mri
 	_mring_store_relaxed(&c->last_step, a->last_step);
 }
 
-/* Publish the whole accumulator into the copy seq + 1 selects. */
-static inline __attribute__((always_inline)) void _mring_acc_publish(struct _mring_acc *a, uint32_t epoch)
+/*
+ * Publish @a into the copy of latch @l that @seq (the previous seq + 1)
+ * selects, then @seq: the live latch at every log, the epoch latch at an
+ * epoch end.
+ */
+static inline __attribute__((always_inline)) void
+_mring_latch_put(struct _mring_shm_latch *l, uint64_t seq,
+		 const struct _mring_acc *a, uint32_t epoch)
 {
-	struct _mring_shm_latch *l = a->live;
-	uint64_t seq = a->seq + 1;
-
 	/* release fence: the previous seq store is ordered before these
 	 * copy stores; pairs with the acquire fence in _mring_latch_read */
 	_mring_fence_release();
 	_mring_stats_store(&l->copy[seq & 1], a, epoch);
 	/* release: pairs with the acquire load of seq in _mring_latch_read */
 	_mring_store_release(&l->seq, seq);
+}
+
+/* Publish the whole accumulator into its live latch. */
+static inline __attribute__((always_inline)) void _mring_acc_publish(struct _mring_acc *a, uint32_t epoch)
+{
+	uint64_t seq = a->seq + 1;
+
+	_mring_latch_put(a->live, seq, a, epoch);
 	a->seq = seq;
 }
 

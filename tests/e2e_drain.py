@@ -499,6 +499,38 @@ def test_bad_command_lines_and_segments(env):
     assert r.returncode == 1 and "not an mring segment" in r.stderr, r.stderr
 
 
+def test_drain_state_that_does_not_fit_is_refused(env):
+    env.producer("run", 30, 10, 0).wait()
+    out = env.path("out.jsonl")
+    r = env.mring("drain", "--jsonl", out, "run")
+    assert r.returncode == 0, r.stderr
+    state = out + ".mring-state"
+    # the state of other outputs
+    r = env.mring("drain", "--csv", env.path("csv2"), "--state", state, "run")
+    assert r.returncode == 1 and "an output (jsonl" in r.stderr, r.stderr
+    # an --every window in the state, but no --every now
+    env.producer("win", 25, 0, 0).wait()
+    wout = env.path("win.jsonl")
+    r = env.mring("drain", "--every", "10", "--jsonl", wout, "win")
+    assert r.returncode == 0, r.stderr
+    with open(wout + ".mring-state") as f:
+        saved = f.read()
+    with open(wout + ".mring-state", "w") as f:   # pretend the producer lives on
+        f.write(saved + "window 2 24 0 0 1 0:0x1p+0:1:0 | %s\n" % os.path.join(env.shm, "win"))
+    r = env.mring("drain", "--jsonl", wout, "win")
+    assert r.returncode == 1 and "give --every" in r.stderr, r.stderr
+    # a segment replaced since the state was written
+    env.producer("run", 30, 10, 0).wait()        # MRING_CFG_REPLACE: a new segment
+    r = env.mring("drain", "--jsonl", out, "run")
+    assert r.returncode == 1 and "was replaced" in r.stderr, r.stderr
+    # not a state file at all
+    with open(state, "w") as f:
+        f.write("hello\n")
+    r = env.mring("drain", "--jsonl", out, "run")
+    assert r.returncode == 1 and "not a drain state file" in r.stderr, r.stderr
+    check_rows(read_jsonl(out), 30, 10)
+
+
 def test_unwritable_output_keeps_records_in_the_ring(env):
     env.producer("run", 50, 0, 0).wait()
     r = env.mring("drain", "--jsonl", env.path("no-such-dir", "out.jsonl"), "run")

@@ -497,6 +497,15 @@ def test_bad_command_lines_and_segments(env):
         f.write(b"not a segment" * 400)
     r = env.mring("drain", "--jsonl", env.path("x"), "junk")
     assert r.returncode == 1 and "not an mring segment" in r.stderr, r.stderr
+    r = env.mring("rm", "junk")
+    assert r.returncode == 1 and "not an mring segment" in r.stderr, r.stderr
+    assert os.path.exists(os.path.join(env.shm, "junk")), "rm must not remove a non-segment"
+    r = env.mring("stat")
+    assert r.returncode == 1 and "usage" in r.stderr
+    r = env.mring("stat", "junk")
+    assert r.returncode == 1 and "not an mring segment" in r.stderr, r.stderr
+    r = env.mring("ls", "/nonexistent-dir")
+    assert r.returncode == 1 and "No such file" in r.stderr, r.stderr
 
 
 def test_drain_state_that_does_not_fit_is_refused(env):

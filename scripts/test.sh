@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Build mring and pass every test: a normal build with every test, a
-# Release build, an ASan+UBSan build with every test, an install check
+# Release build, an ASan+UBSan build and a TSan build with every test,
+# an install check
 # (pkg-config and the CMake package), the Python binding's tests, and a
 # 60 s fuzzing run of the reader.
 # On a fresh Debian 12 machine, as root: installs what is missing first.
@@ -41,6 +42,14 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug \
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	ctest --test-dir build-asan --output-on-failure
+
+echo "== build and test under ThreadSanitizer"
+# Criterion's runner starts under TSan thanks to tests/tsan_arena.c;
+# tests/test_threads.c puts producer and readers on one mapping for it
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DMRING_SANITIZE=thread >/dev/null
+cmake --build build-tsan -j"$jobs"
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	ctest --test-dir build-tsan --output-on-failure
 
 echo "== install check: pkg-config and find_package(mring)"
 prefix=$(mktemp -d)

@@ -8,11 +8,36 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/types.h>
 
 #include "mring.h"
 
 #define MRING_API __attribute__((visibility("default")))
+
+/*
+ * How a reader maps a segment.  The threaded test (tests/test_threads.c)
+ * builds the library with MRING_ONE_MAPPING and supplies these, so that
+ * readers in the producer's own process use the producer's mapping:
+ * ThreadSanitizer tracks memory by address and sees no ordering between
+ * two mappings of one file.
+ */
+#ifdef MRING_ONE_MAPPING
+void *__mring_test_map(size_t len, int prot, int fd);
+void __mring_test_unmap(void *map, size_t len);
+#define _mring_map	__mring_test_map
+#define _mring_unmap	__mring_test_unmap
+#else
+static inline void *_mring_map(size_t len, int prot, int fd)
+{
+	return mmap(NULL, len, prot, MAP_SHARED, fd, 0);
+}
+
+static inline void _mring_unmap(void *map, size_t len)
+{
+	munmap(map, len);
+}
+#endif
 
 /* Segment geometry derived from a capacity and a metric count. */
 struct _mring_geom {

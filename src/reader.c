@@ -29,13 +29,13 @@ static int header_probe(int fd, uint64_t file_size, struct _mring_shm_ident *id)
 	struct _mring_shm_hdr *h;
 	uint64_t magic;
 
-	h = mmap(NULL, _MRING_HDR_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+	h = _mring_map(_MRING_HDR_SIZE, PROT_READ, fd);
 	if (h == MAP_FAILED)
 		return -errno;
 	/* acquire: pairs with the release store of magic in mring_writer_open */
 	magic = _mring_load_acquire(&h->magic);
 	ident_copy(id, h);
-	munmap(h, _MRING_HDR_SIZE);
+	_mring_unmap(h, _MRING_HDR_SIZE);
 	if (magic == 0)
 		return -EAGAIN;		/* being created */
 	if (magic != _MRING_MAGIC)
@@ -52,7 +52,7 @@ static int reader_map(struct mring_reader *r, uint64_t file_size)
 	ret = header_probe(r->fd, file_size, &r->id);
 	if (ret < 0)
 		return ret;
-	map = mmap(NULL, r->id.total_size, prot, MAP_SHARED, r->fd, 0);
+	map = _mring_map(r->id.total_size, prot, r->fd);
 	if (map == MAP_FAILED)
 		return -errno;
 	r->map = map;
@@ -150,7 +150,7 @@ MRING_API int mring_reader_open(const char *path, unsigned flags,
 	return 0;
 err:
 	if (r->map)
-		munmap(r->map, r->map_size);
+		_mring_unmap(r->map, r->map_size);
 	if (r->fd >= 0)
 		close(r->fd);
 	free(r);
@@ -200,7 +200,7 @@ MRING_API void mring_reader_close(struct mring_reader *r)
 			drainpos_publish(r);
 		_mring_store_relaxed(&r->hdr->drainer, 0);
 	}
-	munmap(r->map, r->map_size);
+	_mring_unmap(r->map, r->map_size);
 	close(r->fd);		/* drops the drainer lock */
 	free(r);
 }

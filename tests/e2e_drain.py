@@ -397,7 +397,10 @@ def test_soak(env):
     check_rows(read_jsonl(env.path("out.jsonl")), steps, 5000)
     check_rows(read_csv(env.path("csv", "metrics.csv")), steps, 5000)
     check_tfevents(read_tfevents(tb_file(env)), steps, 5000)
-    assert rss1 is None or rss1 <= rss0 + 64, (rss0, rss1)
+    # under ThreadSanitizer RSS grows with TSan's own shadow and history of
+    # the segment's pages as the ring fills; only other builds measure ours
+    if "thread" not in os.environ.get("MRING_SANITIZE", ""):
+        assert rss1 is None or rss1 <= rss0 + 64, (rss0, rss1)
     assert fds1 is None or fds1 == fds0, (fds0, fds1)
     assert not [f for f in os.listdir(env.shm) if f.startswith("churn-")]
 

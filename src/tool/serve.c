@@ -78,10 +78,43 @@ struct seg {
 	unsigned gen;			/* discovery thread only */
 };
 
+/*
+ * ThreadSanitizer cannot see liburcu's ordering: Debian's liburcu is not
+ * instrumented, and rcu_dereference()/rcu_assign_pointer() are
+ * dependency-ordered, which TSan does not model.  Under TSan, tell it the
+ * two orders the registry relies on:
+ *  - publication: the discovery thread's writes to a seg happen before
+ *    any thread that finds the seg in the registry reads it (release
+ *    before cds_lfht_add_replace, acquire in seg_of());
+ *  - reclamation: every read-side section that could see a seg ends
+ *    before the grace period that frees it (release at reg_unlock(),
+ *    acquire in seg_free_rcu()).
+ * Elsewhere these compile to nothing.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define SERVE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SERVE_TSAN 1
+#endif
+#endif
+#ifdef SERVE_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define tsan_acquire(p)	__tsan_acquire(p)
+#define tsan_release(p)	__tsan_release(p)
+#else
+#define tsan_acquire(p)	((void)(p))
+#define tsan_release(p)	((void)(p))
+#endif
+static char grace_period_token;		/* TSan's name for "a grace period" */
+
 static struct cds_lfht *registry;
 static atomic_int nsegs;
 static atomic_int nconns;
-static volatile sig_atomic_t stopping;
+/* set by the signal handler, read by every thread: a lock-free atomic is
+ * async-signal-safe, and unlike volatile sig_atomic_t is shared safely */
+static atomic_bool stopping;
 
 static unsigned long hash_str(const char *s)
 {
@@ -92,9 +125,30 @@ static unsigned long hash_str(const char *s)
 	return h;
 }
 
+/* A registry node found by a lookup or an iteration. */
+static struct seg *seg_of(struct cds_lfht_node *n)
+{
+	struct seg *s = caa_container_of(n, struct seg, node);
+
+	tsan_acquire(s);	/* pairs with tsan_release(s) in discover() */
+	return s;
+}
+
+static void reg_lock(void)
+{
+	urcu_memb_read_lock();
+}
+
+static void reg_unlock(void)
+{
+	/* pairs with tsan_acquire() in seg_free_rcu() */
+	tsan_release(&grace_period_token);
+	urcu_memb_read_unlock();
+}
+
 static int seg_match(struct cds_lfht_node *n, const void *key)
 {
-	return !strcmp(caa_container_of(n, struct seg, node)->path, key);
+	return !strcmp(seg_of(n)->path, key);
 }
 
 static void seg_free(struct seg *s)
@@ -107,6 +161,7 @@ static void seg_free(struct seg *s)
 
 static void seg_free_rcu(struct rcu_head *h)
 {
+	tsan_acquire(&grace_period_token);	/* pairs with reg_unlock() */
 	seg_free(caa_container_of(h, struct seg, rh));
 }
 
@@ -147,26 +202,27 @@ static void discover(char **args, int nargs, unsigned gen, bool verbose)
 
 		if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
 			continue;
-		urcu_memb_read_lock();
+		reg_lock();
 		cds_lfht_lookup(registry, h, seg_match, path, &it);
 		n = cds_lfht_iter_get_node(&it);
 		if (n)
-			old = caa_container_of(n, struct seg, node);
+			old = seg_of(n);
 		if (old && old->dev == sb.st_dev && old->ino == sb.st_ino) {
 			old->gen = gen;		/* unchanged */
-			urcu_memb_read_unlock();
+			reg_unlock();
 			continue;
 		}
-		urcu_memb_read_unlock();
+		reg_unlock();
 		s = seg_open(path, &sb);	/* not a segment (yet): next round */
 		if (!s)
 			continue;
 		s->gen = gen;
-		urcu_memb_read_lock();
+		tsan_release(s);	/* pairs with tsan_acquire() in seg_of() */
+		reg_lock();
 		n = cds_lfht_add_replace(registry, h, seg_match, path, &s->node);
-		urcu_memb_read_unlock();
+		reg_unlock();
 		if (n) {
-			urcu_memb_call_rcu(&caa_container_of(n, struct seg, node)->rh,
+			urcu_memb_call_rcu(&seg_of(n)->rh,
 					   seg_free_rcu);
 			if (verbose)
 				fprintf(stderr, "mring serve: %s replaced\n", path);
@@ -179,9 +235,9 @@ static void discover(char **args, int nargs, unsigned gen, bool verbose)
 	seglist_free(&l);
 
 	/* Whatever this round did not see is gone. */
-	urcu_memb_read_lock();
+	reg_lock();
 	cds_lfht_for_each(registry, &it, n) {
-		struct seg *s = caa_container_of(n, struct seg, node);
+		struct seg *s = seg_of(n);
 
 		if (s->gen != gen && !cds_lfht_del(registry, n)) {
 			atomic_fetch_sub(&nsegs, 1);
@@ -190,7 +246,7 @@ static void discover(char **args, int nargs, unsigned gen, bool verbose)
 			urcu_memb_call_rcu(&s->rh, seg_free_rcu);
 		}
 	}
-	urcu_memb_read_unlock();
+	reg_unlock();
 }
 
 struct disc_arg {
@@ -294,9 +350,9 @@ static int snap_take(struct snap *sn)
 	int ret = 0;
 
 	memset(sn, 0, sizeof(*sn));
-	urcu_memb_read_lock();
+	reg_lock();
 	cds_lfht_for_each(registry, &it, n) {
-		struct seg *s = caa_container_of(n, struct seg, node);
+		struct seg *s = seg_of(n);
 
 		if (sn->n == sn->cap) {
 			int cap = sn->cap ? 2 * sn->cap : 16;
@@ -314,7 +370,7 @@ static int snap_take(struct snap *sn)
 		else
 			free(sn->s[sn->n].m);
 	}
-	urcu_memb_read_unlock();
+	reg_unlock();
 	return ret;
 }
 
@@ -904,7 +960,7 @@ static int listen_on(const char *spec, char *shown, size_t shown_len)
 static void on_signal(int sig)
 {
 	(void)sig;
-	stopping = 1;
+	atomic_store(&stopping, true);
 }
 
 static const char serve_usage[] =

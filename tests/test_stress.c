@@ -246,14 +246,14 @@ Test(stress, statistics_snapshots_are_never_torn, .timeout = 300)
 		sched_yield();
 	r = open_reader(name, MRING_OBSERVE);
 	/*
-	 * At least 10^6 reads, and until the producer has moved the
-	 * snapshot 2000 times (on a loaded machine it may get little CPU);
-	 * bounded by a minute.
+	 * 10^7 reads, then more until the producer has moved the snapshot
+	 * 2000 times (on a loaded machine it may get little CPU), for at
+	 * most a minute.
 	 */
 	int64_t deadline = now_ns() + 60 * INT64_C(1000000000);
 
-	for (reads = 0; (reads < 1000000 || changes < 2000) &&
-		       (reads % 4096 || now_ns() < deadline); reads++) {
+	for (reads = 0; reads < 10000000 ||
+		       (changes < 2000 && (reads % 4096 || now_ns() < deadline)); reads++) {
 		int ret = mring_stats_read(r, id, &st);
 
 		if (ret == -EAGAIN)

@@ -546,6 +546,37 @@ def test_drain_state_that_does_not_fit_is_refused(env):
     check_rows(read_jsonl(out), 30, 10)
 
 
+def test_an_output_added_later_starts_at_the_drain_position(env):
+    prod = env.producer("run", 400, 10, 1000)      # about 0.4 s of steps
+    time.sleep(0.1)
+    out = env.path("out.jsonl")
+    r = env.mring("drain", "--jsonl", out, "run")   # mid-run: part of the rows
+    assert r.returncode == 0, r.stderr
+    first = len(read_jsonl(out))
+    assert prod.wait() == 0
+    # an existing file where the new output goes is never truncated
+    os.makedirs(env.path("taken"))
+    with open(env.path("taken", "metrics.csv"), "w") as f:
+        f.write("precious\n")
+    r = env.mring("drain", "--jsonl", out, "--csv", env.path("taken"), "run")
+    assert r.returncode == 2 and "output exists" in r.stderr, r.stderr
+    with open(env.path("taken", "metrics.csv")) as f:
+        assert f.read() == "precious\n"
+    assert len(read_jsonl(out)) == first
+    # a new output gets exactly the rows the old ones get from now on
+    r = env.mring("drain", "--jsonl", out, "--csv", env.path("csv"), "run")
+    assert r.returncode == 0 and "new output" in r.stderr, r.stderr
+    rows = read_jsonl(out)
+    check_rows(rows, 400, 10)
+    want, got = rows[first:], read_csv(env.path("csv", "metrics.csv"))
+    assert len(got) == len(want), (first, len(rows), len(got))
+    for g, w in zip(got, want):
+        assert set(g) == set(w) and all(same(g[k], w[k]) for k in w), (g, w)
+    # and from then on it is resumed like the others
+    r = env.mring("drain", "--jsonl", out, "--csv", env.path("csv"), "run")
+    assert r.returncode == 0 and "new output" not in r.stderr, r.stderr
+
+
 def test_unwritable_output_keeps_records_in_the_ring(env):
     env.producer("run", 50, 0, 0).wait()
     r = env.mring("drain", "--jsonl", env.path("no-such-dir", "out.jsonl"), "run")

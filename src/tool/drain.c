@@ -117,6 +117,7 @@ struct out {
 	const char *arg;
 	struct sink *s;
 	struct sink_state st;
+	bool in_state;		/* the drain state records this output */
 };
 
 struct drain {
@@ -803,6 +804,7 @@ static int state_read(struct drain *d)
 				ret = -EINVAL;
 			} else {
 				d->outs[out].st.size = a;
+				d->outs[out].in_state = true;
 			}
 		} else if (line[0] == 'x') {
 			int err = xstate_load(d, line);
@@ -939,11 +941,17 @@ static char *default_state_path(const char *jsonl, const char *csv, const char *
 	return asprintf(&p, "%s/.mring-drain-state", csv ? csv : tb) < 0 ? NULL : p;
 }
 
+/*
+ * Resume the outputs the state records.  One it does not record is new
+ * (added since the last run): it is created like a fresh output, so an
+ * existing file is never truncated, and starts at the drain position.
+ */
 static int open_outputs(struct drain *d, bool resume)
 {
 	for (int i = 0; i < d->nouts; i++) {
 		struct out *o = &d->outs[i];
-		int ret = o->ops->open(&o->s, o->arg, resume ? &o->st : NULL);
+		bool resumed = resume && o->in_state;
+		int ret = o->ops->open(&o->s, o->arg, resumed ? &o->st : NULL);
 
 		if (ret < 0) {
 			fprintf(stderr, "mring drain: %s: %s%s\n", o->arg, strerror(-ret),
@@ -951,6 +959,10 @@ static int open_outputs(struct drain *d, bool resume)
 						 "says it is ours: remove it or give --state)" : "");
 			return ret;
 		}
+		if (resume && !resumed)
+			fprintf(stderr, "mring drain: %s: new output; it starts where %s "
+				"left off, without the rows drained before\n", o->arg,
+				d->state_path);
 	}
 	return 0;
 }

@@ -194,8 +194,10 @@ struct mring_reader;
  *
  * Return: 0; -EINVAL (bad argument or config), -ENAMETOOLONG, -EBUSY (a
  * live producer has the segment), -EEXIST (a segment is there and its
- * producer is gone; set MRING_CFG_REPLACE to replace it), -ENOSPC (shm
- * full), -ENOMEM, or the -errno of open/mmap (-EACCES, -ELOOP ...).
+ * producer is gone; set MRING_CFG_REPLACE to replace it), -EACCES (also
+ * when replacing a segment another user owns, whatever its mode; root
+ * may), -ENOSPC (shm full), -ENOMEM, or the -errno of open/mmap (-ELOOP
+ * ...).
  */
 int mring_writer_open(const char *path, const struct mring_config *cfg,
 		      struct mring_writer **out);
@@ -436,8 +438,9 @@ MRING_INLINE void mring_step(struct mring_writer *w, uint64_t step)
  * Return: 0; -EINVAL; -ENOENT (no such segment); -EAGAIN (the segment is
  * being created: retry); -EBUSY (another drainer, also in this process);
  * -EPROTO (not an mring segment); -EPROTONOSUPPORT (other ABI major
- * version); -EBADMSG (truncated or inconsistent segment); -ENOMEM; or the
- * -errno of open/mmap (-EACCES ...).
+ * version); -EBADMSG (truncated or inconsistent segment); -EACCES (also
+ * MRING_DRAIN on a segment another user owns, whatever its mode; root
+ * may); -ENOMEM; or the -errno of open/mmap.
  */
 int mring_reader_open(const char *path, unsigned flags, struct mring_reader **out);
 

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "mring.h"
@@ -71,6 +72,7 @@ struct mring_reader {
 
 int _mring_path_resolve(const char *path, char *buf, size_t len);
 int _mring_name_check(const char *name);
+int _mring_owner_check(const struct stat *st);
 int _mring_lock_take(int fd, int byte);
 int _mring_lock_held(int fd, int byte);
 int _mring_geom(uint64_t capacity, uint32_t max_metrics, struct _mring_geom *g);

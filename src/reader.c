@@ -133,6 +133,11 @@ MRING_API int mring_reader_open(const char *path, unsigned flags,
 		ret = -EPROTO;
 		goto err;
 	}
+	if (flags & MRING_DRAIN) {
+		ret = _mring_owner_check(&st);
+		if (ret < 0)
+			goto err;
+	}
 	if (st.st_size < (off_t)_MRING_HDR_SIZE) {
 		ret = st.st_size == 0 ? -EAGAIN : -EBADMSG;
 		goto err;

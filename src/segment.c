@@ -58,6 +58,18 @@ int _mring_name_check(const char *name)
 }
 
 /*
+ * Draining and replacing change a run's data, so they need the file's
+ * owner (or root), whatever its mode: a segment shared 0644 or even
+ * 0666 for watching is still drained only by its own user.
+ */
+int _mring_owner_check(const struct stat *st)
+{
+	uid_t me = geteuid();
+
+	return st->st_uid == me || me == 0 ? 0 : -EACCES;
+}
+
+/*
  * Open-file-description locks on single bytes: they conflict between two
  * opens even in one process, survive fork only with the description, and
  * the kernel drops them when the last descriptor goes, i.e. when the

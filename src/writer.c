@@ -143,6 +143,10 @@ static int existing_segment(const char *path, bool replace)
 	ret = -EEXIST;
 	if (!replace)
 		goto out;
+	ret = _mring_owner_check(&st);
+	if (ret < 0)
+		goto out;
+	ret = -EEXIST;
 	if (st.st_size >= (off_t)sizeof(magic) &&
 	    pread(fd, &magic, sizeof(magic), 0) != (ssize_t)sizeof(magic))
 		goto out;

@@ -4,28 +4,41 @@
  * run's segment; observers cannot write to what they map.
  */
 #include <grp.h>
+#include <pwd.h>
 #include <stdbool.h>
 
 #include "helpers.h"
 
-#define NOBODY 65534
-
-/* Run @fn as an unprivileged user in a child; its exit status, or -1
- * when this process cannot switch users (not root). */
-static int as_nobody(int (*fn)(const char *), const char *name)
+/*
+ * Run @fn as another user, made for the call with useradd and removed
+ * after it, in a child; its exit status, or -1 when this process cannot
+ * make users (not root).
+ */
+static int as_other_user(int (*fn)(const char *), const char *name)
 {
+	char user[32], cmd[160];
+	struct passwd *pw;
 	int status;
 	pid_t pid;
 
 	if (geteuid() != 0)
 		return -1;
+	snprintf(user, sizeof(user), "mring-t%d", (int)getpid());
+	snprintf(cmd, sizeof(cmd), "useradd --system --no-create-home "
+		 "--shell /usr/sbin/nologin %s", user);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	pw = getpwnam(user);
+	cr_assert_not_null(pw);
+	cr_assert_neq(pw->pw_uid, 0);
 	pid = fork();
 	if (pid == 0) {
-		if (setgroups(0, NULL) || setgid(NOBODY) || setuid(NOBODY))
+		if (setgroups(0, NULL) || setgid(pw->pw_gid) || setuid(pw->pw_uid))
 			_exit(100);
 		_exit(fn(name));
 	}
 	waitpid(pid, &status, 0);
+	snprintf(cmd, sizeof(cmd), "userdel %s", user);
+	cr_expect_eq(system(cmd), 0, "%s", cmd);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
 }
 
@@ -46,10 +59,10 @@ Test(security, another_user_cannot_open_a_0600_segment)
 {
 	const char *name = seg_name("otheruser");
 	struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
-	int ret = as_nobody(try_everything, name);
+	int ret = as_other_user(try_everything, name);
 
 	if (ret < 0)
-		cr_skip_test("needs root to switch to another user");
+		cr_skip_test("needs root to make another user");
 	cr_expect_eq(ret, 0, "failures (bits: drain, observe, replace): %#x", ret);
 	cr_expect_eq(access(seg_path, F_OK), 0, "still there");
 	mring_writer_close(w);
@@ -75,11 +88,57 @@ Test(security, a_shared_0644_segment_can_be_watched_but_not_drained)
 	int ret;
 
 	CHECK_OK(mring_writer_open(name, &cfg, &w));
-	ret = as_nobody(observe_not_drain, name);
+	ret = as_other_user(observe_not_drain, name);
 	if (ret < 0)
-		cr_skip_test("needs root to switch to another user");
+		cr_skip_test("needs root to make another user");
 	cr_expect_eq(ret, 0, "failures (bits: drain, observe): %#x", ret);
 	mring_writer_close(w);
+}
+
+static int watch_only(const char *name)
+{
+	struct mring_reader *r = NULL;
+	struct mring_writer *w = NULL;
+	struct mring_config rep = { .flags = MRING_CFG_REPLACE };
+	int bad = 0;
+
+	bad |= (mring_reader_open(name, MRING_DRAIN, &r) != -EACCES) << 0;
+	bad |= (mring_writer_open(name, &rep, &w) != -EACCES) << 1;
+	bad |= (mring_reader_open(name, MRING_OBSERVE, &r) != 0) << 2;
+	if (r)
+		mring_reader_close(r);
+	return bad;
+}
+
+/* Mode 0666 shares reading and writing, but the run stays its owner's. */
+Test(security, a_0666_segment_is_drained_and_replaced_only_by_its_owner)
+{
+	const char *name = seg_name("world");
+	struct mring_config cfg = { .capacity = 64, .mode = 0666 };
+	struct mring_reader *r;
+	struct mring_writer *w;
+	struct stat st;
+	int ret;
+
+	CHECK_OK(mring_writer_open(name, &cfg, &w));
+	mring_step(w, 7);
+	CHECK_OK(mring_writer_close(w));	/* gone: REPLACE would apply */
+	cr_assert_eq(stat(seg_path, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0666);
+	ret = as_other_user(watch_only, name);
+	if (ret < 0)
+		cr_skip_test("needs root to make another user");
+	cr_expect_eq(ret, 0, "failures (bits: drain, replace, observe): %#x", ret);
+	/* the owner still drains what was written */
+	r = open_reader(name, MRING_DRAIN);
+	{
+		struct mring_event ev[4];
+
+		cr_expect_eq(read_all(r, ev, 4), 1);
+		cr_expect_eq(ev[0].kind, MRING_EV_STEP);
+		cr_expect_eq(ev[0].step, 7);
+	}
+	mring_reader_close(r);
 }
 
 /* The permissions of our mapping of the segment, from /proc/self/maps. */

@@ -159,9 +159,9 @@ Test(sink_tfevents, record_golden)
 	cr_assert_eq(tfevents_put_version(&s, 1.5), 0);
 	/* through the sink op: small enough to stay in the buffer */
 	cr_assert_eq(sink_tfevents_ops.write(&s, &r), 0);
-	cr_assert_eq(s.len, sizeof(want));
-	cr_assert_arr_eq(s.buf, want, sizeof(want));
-	free(s.buf);
+	cr_assert_eq(s.out.len, sizeof(want));
+	cr_assert_arr_eq(s.out.p, want, sizeof(want));
+	buf_free(&s.out);
 }
 
 /* --- whole files, read back by the verifier --- */

@@ -56,6 +56,7 @@
 #include <urcu/urcu-memb.h>
 #include <urcu/rculfhash.h>
 
+#include "text.h"
 #include "tool.h"
 
 int cmd_serve(int argc, char **argv);
@@ -376,68 +377,6 @@ static int snap_take(struct snap *sn)
 
 /* ---- exposition ------------------------------------------------------------ */
 
-struct buf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void buf_grow(struct buf *b, size_t need)
-{
-	size_t cap = b->cap ? b->cap : 4096;
-	char *p;
-
-	if (b->oom || b->len + need < b->cap)
-		return;
-	while (cap <= b->len + need)
-		cap *= 2;
-	p = realloc(b->p, cap);
-	if (!p) {
-		b->oom = true;
-		return;
-	}
-	b->p = p;
-	b->cap = cap;
-}
-
-static void buf_put(struct buf *b, const char *s, size_t n)
-{
-	buf_grow(b, n + 1);
-	if (b->oom)
-		return;
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void buf_str(struct buf *b, const char *s)
-{
-	buf_put(b, s, strlen(s));
-}
-
-static void __attribute__((format(printf, 2, 3))) buf_fmt(struct buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	buf_grow(b, 256);
-	if (b->oom)
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n >= b->cap - b->len) {
-		buf_grow(b, (size_t)n + 1);
-		if (b->oom)
-			return;
-		va_start(ap, fmt);
-		vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-		va_end(ap);
-	}
-	b->len += (size_t)n;
-}
 
 /* Length of the valid UTF-8 sequence at s (0: invalid). */
 static size_t utf8_len(const unsigned char *s)
@@ -494,22 +433,15 @@ static void buf_label(struct buf *b, const char *v)
 	}
 }
 
-static void buf_double(struct buf *b, double v)
+/* A sample value: Prometheus spells the non-finite ones its own way. */
+static void prom_double(struct buf *b, double v)
 {
-	char tmp[40];
-
-	if (isnan(v)) {
-		buf_str(b, "NaN");
-		return;
-	}
-	if (isinf(v)) {
-		buf_str(b, v > 0 ? "+Inf" : "-Inf");
-		return;
-	}
-	snprintf(tmp, sizeof(tmp), "%.15g", v);	/* shortest that round-trips */
-	if (strtod(tmp, NULL) != v)
-		snprintf(tmp, sizeof(tmp), "%.17g", v);
-	buf_str(b, tmp);
+	if (isnan(v))
+		buf_puts(b, "NaN");
+	else if (isinf(v))
+		buf_puts(b, v > 0 ? "+Inf" : "-Inf");
+	else
+		buf_double(b, v);	/* shortest that round-trips */
 }
 
 static void family(struct buf *b, const char *name, const char *type, const char *help)
@@ -520,18 +452,18 @@ static void family(struct buf *b, const char *name, const char *type, const char
 static void labels(struct buf *b, const char *name, const struct ssnap *ss,
 		   const struct msnap *m)
 {
-	buf_str(b, name);
-	buf_str(b, "{segment=\"");
+	buf_puts(b, name);
+	buf_puts(b, "{segment=\"");
 	buf_label(b, ss->seg);
-	buf_str(b, "\",run=\"");
+	buf_puts(b, "\",run=\"");
 	buf_label(b, ss->st.run);
 	buf_fmt(b, "\",rank=\"%d\"", (int)ss->st.rank);
 	if (m) {
-		buf_str(b, ",metric=\"");
+		buf_puts(b, ",metric=\"");
 		buf_label(b, m->name);
-		buf_str(b, "\"");
+		buf_puts(b, "\"");
 	}
-	buf_str(b, "} ");
+	buf_puts(b, "} ");
 }
 
 enum seg_field { F_UP, F_STEP, F_EPOCH, F_HEARTBEAT, F_RECORDS, F_DROPPED, F_OVERWRITTEN,
@@ -563,10 +495,10 @@ static void emit_seg_field(struct buf *b, const struct snap *sn, enum seg_field 
 
 		labels(b, seg_fields[f].name, &sn->s[i], NULL);
 		switch (f) {
-		case F_UP: buf_str(b, st->alive ? "1" : "0"); break;
+		case F_UP: buf_puts(b, st->alive ? "1" : "0"); break;
 		case F_STEP: buf_fmt(b, "%llu", (unsigned long long)st->step); break;
 		case F_EPOCH: buf_fmt(b, "%u", st->epoch); break;
-		case F_HEARTBEAT: buf_double(b, (double)st->step_wall_ns / 1e9); break;
+		case F_HEARTBEAT: prom_double(b, (double)st->step_wall_ns / 1e9); break;
 		case F_RECORDS: buf_fmt(b, "%llu", (unsigned long long)st->written); break;
 		case F_DROPPED: buf_fmt(b, "%llu", (unsigned long long)st->dropped); break;
 		case F_OVERWRITTEN:
@@ -574,7 +506,7 @@ static void emit_seg_field(struct buf *b, const struct snap *sn, enum seg_field 
 		case F_CAPACITY: buf_fmt(b, "%llu", (unsigned long long)st->capacity); break;
 		case F_METRICS: buf_fmt(b, "%u", st->metrics); break;
 		}
-		buf_str(b, "\n");
+		buf_puts(b, "\n");
 	}
 }
 
@@ -638,7 +570,7 @@ static void emit_met_field(struct buf *b, const struct snap *sn, enum met_field 
 					continue;
 				labels(b, met_fields[f].name, ss, m);
 				if (f == M_VALUE)
-					buf_double(b, v);
+					prom_double(b, v);
 				else
 					buf_fmt(b, "%llu", (unsigned long long)step);
 				break;
@@ -646,7 +578,7 @@ static void emit_met_field(struct buf *b, const struct snap *sn, enum met_field 
 				if (!epoch || !m->live_ok)
 					continue;
 				labels(b, met_fields[f].name, ss, m);
-				buf_double(b, m->live.value);
+				prom_double(b, m->live.value);
 				break;
 			case M_EPOCH_VALUE:
 			case M_EPOCH_OF_VALUE:
@@ -654,7 +586,7 @@ static void emit_met_field(struct buf *b, const struct snap *sn, enum met_field 
 					continue;
 				labels(b, met_fields[f].name, ss, m);
 				if (f == M_EPOCH_VALUE)
-					buf_double(b, m->ep.value);
+					prom_double(b, m->ep.value);
 				else
 					buf_fmt(b, "%u", m->ep.epoch);
 				break;
@@ -662,7 +594,7 @@ static void emit_met_field(struct buf *b, const struct snap *sn, enum met_field 
 				if (!m->epoch_ok || (m->flags & (MRING_SUM | MRING_MIN | MRING_MAX)))
 					continue;
 				labels(b, met_fields[f].name, ss, m);
-				buf_double(b, m->ep.weight);
+				prom_double(b, m->ep.weight);
 				break;
 			case M_VALUES:
 			case M_NONFINITE:
@@ -673,7 +605,7 @@ static void emit_met_field(struct buf *b, const struct snap *sn, enum met_field 
 									     : m->live.nonfinite));
 				break;
 			}
-			buf_str(b, "\n");
+			buf_puts(b, "\n");
 		}
 	}
 }

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "sink.h"
+#include "text.h"
 #include "util.h"
 
 #define CSV_NAME	"metrics.csv"
@@ -62,10 +63,6 @@ enum { CELL_EMPTY = -1, CELL_STEP = -2, CELL_EPOCH = -3, CELL_RANK = -4,
        CELL_LOST = -5 };
 
 
-struct buf {
-	char *p;
-	size_t len, cap;
-};
 
 struct sink {
 	int dirfd, fd;
@@ -84,41 +81,6 @@ struct sink {
 	uint64_t committed;	/* bytes made durable by the last commit */
 	int err;		/* sticky: rows since the last commit are gone */
 };
-
-/* ---- small buffers ---- */
-
-static int buf_reserve(struct buf *b, size_t more)
-{
-	size_t cap = b->cap ? b->cap : 4096;
-	char *p;
-
-	if (b->len + more <= b->cap)
-		return 0;
-	while (cap < b->len + more)
-		cap *= 2;
-	p = realloc(b->p, cap);
-	if (!p)
-		return -ENOMEM;
-	b->p = p;
-	b->cap = cap;
-	return 0;
-}
-
-static int buf_put(struct buf *b, const char *p, size_t n)
-{
-	int err = n ? buf_reserve(b, n) : 0;
-
-	if (err || !n)
-		return err;
-	memcpy(b->p + b->len, p, n);
-	b->len += n;
-	return 0;
-}
-
-static int buf_putc(struct buf *b, char c)
-{
-	return buf_put(b, &c, 1);
-}
 
 /* ---- file helpers ---- */
 

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "sink.h"
+#include "text.h"
 #include "util.h"
 
 #define TFEV_FLUSH_AT	(64 * 1024)	/* write(2) once the buffer passes this */
@@ -72,9 +73,7 @@ struct sink {
 	uint64_t committed;	/* file size at the last commit (durable) */
 	uint64_t flushed;	/* file offset where the next pwrite goes */
 	bool trunc_pending;	/* a rollback's ftruncate failed: retry first */
-	unsigned char *buf;	/* encoded records not yet written */
-	size_t len;
-	size_t cap;
+	struct buf out;		/* encoded records not yet written */
 };
 
 /* ---- CRC-32C (Castagnoli), reflected poly 0x82F63B78 ---- */
@@ -169,41 +168,19 @@ static unsigned char *put_bytes(unsigned char *p, int key, const void *s, size_t
 
 /* ---- the record buffer ---- */
 
-static int buf_reserve(struct sink *s, size_t need)
-{
-	size_t cap = s->cap ? s->cap : 4096;
-	unsigned char *nb;
-
-	if (need > SIZE_MAX - s->len)
-		return -ENOMEM;
-	while (cap - s->len < need) {
-		if (cap > SIZE_MAX / 2)
-			return -ENOMEM;
-		cap *= 2;
-	}
-	if (cap == s->cap)
-		return 0;
-	nb = realloc(s->buf, cap);
-	if (!nb)
-		return -ENOMEM;
-	s->buf = nb;
-	s->cap = cap;
-	return 0;
-}
-
 /*
  * Frame the @dlen payload bytes already encoded at buf + len + TFEV_HDR
  * and make them part of the buffer.
  */
 static void record_seal(struct sink *s, size_t dlen)
 {
-	unsigned char *r = s->buf + s->len;
+	unsigned char *r = (unsigned char *)s->out.p + s->out.len;
 	unsigned char *d = r + TFEV_HDR;
 
 	put_le(r, dlen, 8);
 	put_le(r + 8, tfevents_mask(tfevents_crc32c(r, 8)), 4);
 	put_le(d + dlen, tfevents_mask(tfevents_crc32c(d, dlen)), 4);
-	s->len += TFEV_HDR + dlen + TFEV_FTR;
+	s->out.len += TFEV_HDR + dlen + TFEV_FTR;
 }
 
 /* Event{wall_time, file_version="brain.Event:2"}: every file starts so. */
@@ -214,10 +191,10 @@ static int tfevents_put_version(struct sink *s, double wall_time)
 	unsigned char *p;
 	int err;
 
-	err = buf_reserve(s, TFEV_HDR + dlen + TFEV_FTR);
+	err = buf_reserve(&s->out, TFEV_HDR + dlen + TFEV_FTR);
 	if (err)
 		return err;
-	p = s->buf + s->len + TFEV_HDR;
+	p = (unsigned char *)s->out.p + s->out.len + TFEV_HDR;
 	*p++ = PB_EVENT_WALL_TIME;
 	p = put_double(p, wall_time);
 	put_bytes(p, PB_EVENT_FILE_VERSION, TFEV_VERSION, vlen);
@@ -278,11 +255,11 @@ static int tfevents_put_scalars(struct sink *s, double wall_time, uint64_t step,
 		slen += 1 + varint_len(vl) + vl;
 	}
 	dlen = 9 + (step ? 1 + varint_len(step) : 0) + 1 + varint_len(slen) + slen;
-	err = buf_reserve(s, TFEV_HDR + dlen + TFEV_FTR);
+	err = buf_reserve(&s->out, TFEV_HDR + dlen + TFEV_FTR);
 	if (err)
 		return err;
 
-	p = s->buf + s->len + TFEV_HDR;
+	p = (unsigned char *)s->out.p + s->out.len + TFEV_HDR;
 	*p++ = PB_EVENT_WALL_TIME;
 	p = put_double(p, wall_time);
 	if (step) {
@@ -306,7 +283,7 @@ static int tfevents_put_scalars(struct sink *s, double wall_time, uint64_t step,
  */
 static void rollback(struct sink *s)
 {
-	s->len = 0;
+	s->out.len = 0;
 	s->flushed = s->committed;
 	s->trunc_pending = ftruncate(s->fd, (off_t)s->committed) != 0;
 }
@@ -320,15 +297,15 @@ static int flush(struct sink *s)
 			return -errno;
 		s->trunc_pending = false;
 	}
-	if (!s->len)
+	if (!s->out.len)
 		return 0;
-	err = pwrite_all(s->fd, s->buf, s->len, s->flushed);
+	err = pwrite_all(s->fd, s->out.p, s->out.len, s->flushed);
 	if (err) {
 		rollback(s);
 		return err;
 	}
-	s->flushed += s->len;
-	s->len = 0;
+	s->flushed += s->out.len;
+	s->out.len = 0;
 	return 0;
 }
 
@@ -443,7 +420,7 @@ static void tfevents_close(struct sink *s)
 		return;
 	if (s->fd >= 0)
 		close(s->fd);
-	free(s->buf);
+	buf_free(&s->out);
 	free(s->path);
 	free(s);
 }
@@ -495,7 +472,7 @@ static int tfevents_write(struct sink *s, const struct row *r)
 	}
 	if (err)
 		return err;
-	return s->len > TFEV_FLUSH_AT ? flush(s) : 0;
+	return s->out.len > TFEV_FLUSH_AT ? flush(s) : 0;
 }
 
 static int tfevents_commit(struct sink *s, struct sink_state *st)

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
- * text.c - append buffer, exact numbers, failure-safe writes.
+ * text.c - the tool's one append buffer, exact numbers, failure-safe
+ * writes, directories.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,45 +16,79 @@
 
 #include "text.h"
 
-static bool buf_reserve(struct buf *b, size_t n)
+int buf_reserve(struct buf *b, size_t n)
 {
 	size_t cap;
 	char *p;
 
-	if (b->len + n <= b->cap)
-		return true;
+	if (b->oom)
+		return -ENOMEM;
+	if (n < b->cap - b->len)	/* < : room for the NUL too */
+		return 0;
+	if (n >= SIZE_MAX / 2 - b->len)
+		goto oom;
 	cap = b->cap ? b->cap : 4096;
-	while (cap < b->len + n)
+	while (cap <= b->len + n)
 		cap *= 2;
 	p = realloc(b->p, cap);
-	if (!p) {
-		b->oom = true;
-		return false;
-	}
+	if (!p)
+		goto oom;
 	b->p = p;
 	b->cap = cap;
-	return true;
+	return 0;
+oom:
+	b->oom = true;
+	return -ENOMEM;
 }
 
-void buf_put(struct buf *b, const char *s, size_t n)
+int buf_put(struct buf *b, const void *s, size_t n)
 {
-	if (!buf_reserve(b, n))
-		return;
-	memcpy(b->p + b->len, s, n);
+	int err = buf_reserve(b, n);
+
+	if (err)
+		return err;
+	if (n)
+		memcpy(b->p + b->len, s, n);
 	b->len += n;
+	b->p[b->len] = '\0';
+	return 0;
 }
 
-void buf_putc(struct buf *b, char c)
+int buf_putc(struct buf *b, char c)
 {
-	buf_put(b, &c, 1);
+	return buf_put(b, &c, 1);
 }
 
-void buf_puts(struct buf *b, const char *s)
+int buf_puts(struct buf *b, const char *s)
 {
-	buf_put(b, s, strlen(s));
+	return buf_put(b, s, strlen(s));
 }
 
-void buf_u64(struct buf *b, uint64_t v)
+int buf_fmt(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n, err = buf_reserve(b, 256);
+
+	if (err)
+		return err;
+	va_start(ap, fmt);
+	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -EINVAL;
+	if ((size_t)n >= b->cap - b->len) {
+		err = buf_reserve(b, (size_t)n);
+		if (err)
+			return err;
+		va_start(ap, fmt);
+		vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+	}
+	b->len += (size_t)n;
+	return 0;
+}
+
+int buf_u64(struct buf *b, uint64_t v)
 {
 	char tmp[24];
 	int i = sizeof(tmp);
@@ -61,7 +97,7 @@ void buf_u64(struct buf *b, uint64_t v)
 		tmp[--i] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v);
-	buf_put(b, tmp + i, sizeof(tmp) - (size_t)i);
+	return buf_put(b, tmp + i, sizeof(tmp) - (size_t)i);
 }
 
 int fmt_shortest(char *out, size_t len, double v)
@@ -78,19 +114,18 @@ int fmt_shortest(char *out, size_t len, double v)
 	return snprintf(out, len, "%.17g", v);
 }
 
-void buf_double(struct buf *b, double v)
+int buf_double(struct buf *b, double v)
 {
 	char tmp[40];
 	int n = fmt_shortest(tmp, sizeof(tmp), v);
 
-	buf_put(b, tmp, (size_t)n);
+	return buf_put(b, tmp, (size_t)n);
 }
 
 void buf_free(struct buf *b)
 {
 	free(b->p);
-	b->p = NULL;
-	b->len = b->cap = 0;
+	*b = (struct buf){ 0 };
 }
 
 int pwrite_all(int fd, const void *p, size_t n, uint64_t off)

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * text.h - an append buffer for the text sinks, exact number formatting,
- * and writing a buffer out so that a failure leaves the file as it was
- * at the last commit.
+ * text.h - the append buffer of every sink and of mring serve, exact
+ * number formatting, and writing a buffer out so that a failure leaves
+ * the file as it was at the last commit.
  */
 #ifndef MRING_TOOL_TEXT_H
 #define MRING_TOOL_TEXT_H
@@ -15,18 +15,29 @@
 
 #define BUF_FLUSH_AT (64 * 1024)
 
+/*
+ * Zero-initialised, it is empty.  The bytes are always NUL-terminated
+ * (not counted in len).  Once an allocation fails, oom stays set and
+ * every append fails with -ENOMEM, so a caller may append a whole row
+ * and check once, or check each return.
+ */
 struct buf {
 	char *p;
 	size_t len, cap;
-	bool oom;		/* an append failed; checked once per row */
+	bool oom;
 };
 
-void buf_putc(struct buf *b, char c);
-void buf_put(struct buf *b, const char *s, size_t n);
-void buf_puts(struct buf *b, const char *s);
-void buf_u64(struct buf *b, uint64_t v);
+/* Room for @n more bytes (and the NUL): 0, or -ENOMEM. */
+int buf_reserve(struct buf *b, size_t n);
+/* Appenders: 0, or -ENOMEM (nothing appended). */
+int buf_put(struct buf *b, const void *s, size_t n);
+int buf_putc(struct buf *b, char c);
+int buf_puts(struct buf *b, const char *s);
+int buf_u64(struct buf *b, uint64_t v);
 /* fmt_shortest() appended; NaN/Inf are the caller's business. */
-void buf_double(struct buf *b, double v);
+int buf_double(struct buf *b, double v);
+/* printf; -EINVAL for an encoding error. */
+int buf_fmt(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_free(struct buf *b);
 
 /*

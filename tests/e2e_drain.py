@@ -16,14 +16,17 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
+import urllib.request
 
 ARGS = None
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -341,26 +344,67 @@ def test_reduce_ranks_survives_kills_exactly(env):
     check_reduced(read_jsonl(env.path("out.jsonl")), steps, ep, nranks)
 
 
-def proc_rss_kb(pid):
+def proc_rss_kb(pid, field="VmRSS"):
+    """VmRSS, or RssAnon: the heap and stacks alone, without the pages of
+    mapped segments a reader touches as their rings fill."""
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def start_serve(env, *args):
+    """`mring serve` on a free port; returns the process and host:port."""
+    p = subprocess.Popen([ARGS.mring, "serve", "--listen", "127.0.0.1:0"] + list(args),
+                         env=env.env, stderr=subprocess.PIPE, text=True)
+    env.procs.append(p)
+    m = re.search(r"listening on http://([0-9.]+:\d+)/metrics", p.stderr.readline())
+    assert m, "mring serve did not start"
+    # keep reading its stderr so that it never blocks writing there
+    threading.Thread(target=p.stderr.read, daemon=True).start()
+    return p, m.group(1)
+
+
+def scrape(addr):
+    with urllib.request.urlopen("http://%s/metrics" % addr, timeout=10) as r:
+        assert r.status == 200
+        return r.read().decode()
+
+
+def serve_fds(env, pid):
+    """(segments, others) among a process's descriptors, sockets left out:
+    connection sockets come and go with scrapers, and segments with the
+    churn (serve drops a removed one at its next discovery round)."""
+    segs = others = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except FileNotFoundError:
+            continue
+        if target.startswith(env.shm + "/"):
+            segs += 1
+        elif not target.startswith("socket:"):
+            others += 1
+    return segs, others
 
 
 def test_soak(env):
     """MRING_SOAK_SECONDS (default 60): a producer at a steady ~5 k steps/s,
     `mring drain --follow` to all three sinks SIGKILLed and restarted every
-    0.5-2 s, `mring stat` observing all along, and short-lived segments
-    created and removed beside it.  Then every row is checked, and the
-    producer's RSS and file descriptors must not have grown."""
+    0.5-2 s, `mring stat` observing all along, a long-lived `mring serve`
+    scraped all along (it discovers and drops the churn), and short-lived
+    segments created and removed beside it.  Then every row is checked, and
+    neither the producer's nor mring serve's RSS and file descriptors may
+    have grown."""
     seconds = float(os.environ.get("MRING_SOAK_SECONDS", "60"))
     steps = int(seconds * 5000)
     prod = env.producer("run", steps, 5000, 100)
     time.sleep(0.2)
     rss0 = proc_rss_kb(prod.pid)
     fds0 = len(os.listdir("/proc/%d/fd" % prod.pid))
+    serve, addr = start_serve(env, "--interval", "0.1", "*")
+    scrapes, serve_samples = 0, []
     rng = random.Random(1)
     args = ["--jsonl", env.path("out.jsonl"), "--csv", env.path("csv"),
             "--tensorboard", env.path("tb"), "--follow", "--flush-ms", "50", "run"]
@@ -377,6 +421,12 @@ def test_soak(env):
             env.producer(name, 10, 5, 0).wait()
             assert env.mring("rm", name).returncode == 0
             churn += 1
+            body = scrape(addr)
+            assert 'segment="run"' in body, body[:500]
+            scrapes += 1
+            # after a scrape has returned, no connection of ours is open
+            serve_samples.append((proc_rss_kb(serve.pid, "RssAnon"),
+                                  serve_fds(env, serve.pid)[1]))
             # sample only mid-run: a producer near its last step may be
             # exiting, closing its descriptors and unmapping as we look
             step = int(r.stdout.split("step ", 1)[1].split()[0])
@@ -391,9 +441,24 @@ def test_soak(env):
         kills += 1
     assert d.returncode == 0, d.stderr.read()
     assert prod.wait() == 0
+    assert serve.poll() is None, "mring serve died"
+    # every churn segment was removed: serve must let go of all but "run"
+    deadline = time.time() + 10
+    while serve_fds(env, serve.pid)[0] != 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert serve_fds(env, serve.pid)[0] == 1, "serve holds removed segments"
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(timeout=10) == 0
+    # serve's memory settles once every connection thread's malloc arena
+    # exists: compare the last sample with one a tenth into the run
+    warm = serve_samples[len(serve_samples) // 10]
+    last = serve_samples[-1]
     print("  soak: %.0f s, %d steps, %d drainer kills, %d observations, %d segments "
-          "created and removed; producer RSS %d -> %s KiB, fds %d -> %s"
-          % (seconds, steps, kills, observed, churn, rss0, rss1, fds0, fds1))
+          "created and removed, %d scrapes; producer RSS %d -> %s KiB, fds %d -> %s; "
+          "serve RssAnon %d -> %d -> %d KiB, other fds %d -> %d"
+          % (seconds, steps, kills, observed, churn, scrapes, rss0, rss1, fds0, fds1,
+             warm[0], serve_samples[len(serve_samples) // 2][0], last[0], warm[1],
+             last[1]))
     check_rows(read_jsonl(env.path("out.jsonl")), steps, 5000)
     check_rows(read_csv(env.path("csv", "metrics.csv")), steps, 5000)
     check_tfevents(read_tfevents(tb_file(env)), steps, 5000)
@@ -403,6 +468,9 @@ def test_soak(env):
         assert rss1 is None or rss1 <= rss0 + 64, (rss0, rss1)
     assert fds1 is None or fds1 == fds0, (fds0, fds1)
     assert not [f for f in os.listdir(env.shm) if f.startswith("churn-")]
+    if "thread" not in os.environ.get("MRING_SANITIZE", ""):
+        assert last[0] <= warm[0] + 1024, ("serve heap grew", warm, last)
+    assert last[1] == warm[1], ("serve fds", warm, last)
 
 
 def test_sigterm_flushes_and_a_restart_continues(env):

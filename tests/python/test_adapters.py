@@ -140,3 +140,99 @@ def test_lightning_logger_eval_and_explicit_step():
     r = mring.Reader("pl2")
     assert r.epoch("val_loss")["value"] == pytest.approx(0.2)
     w.close()
+
+
+def lightning_stand_in(monkeypatch, modname):
+    """A module @modname whose Logger has the abstract interface of
+    Lightning 2.x's lightning.pytorch.loggers.Logger (an ABC: abstract
+    name and version properties, abstract log_metrics and log_hyperparams;
+    root_dir, log_dir, save_dir, group_separator properties; log_graph,
+    save, after_save_checkpoint; finalize calls save).  Instantiating a
+    subclass that misses any abstract member raises TypeError, as with
+    Lightning.  Lightning itself is not installable here."""
+    import abc
+    import sys
+
+    class Logger(abc.ABC):
+        @property
+        @abc.abstractmethod
+        def name(self): ...
+
+        @property
+        @abc.abstractmethod
+        def version(self): ...
+
+        @property
+        def root_dir(self):
+            return None
+
+        @property
+        def log_dir(self):
+            return None
+
+        @property
+        def save_dir(self):
+            return None
+
+        @property
+        def group_separator(self):
+            return "/"
+
+        @abc.abstractmethod
+        def log_metrics(self, metrics, step=None): ...
+
+        @abc.abstractmethod
+        def log_hyperparams(self, params, *args, **kwargs): ...
+
+        def log_graph(self, model, input_array=None):
+            pass
+
+        def save(self):
+            pass
+
+        def after_save_checkpoint(self, checkpoint_callback):
+            pass
+
+        def finalize(self, status):
+            self.save()
+
+    mod = types.ModuleType(modname)
+    mod.Logger = Logger
+    parts = modname.split(".")
+    for i in range(1, len(parts)):
+        monkeypatch.setitem(sys.modules, ".".join(parts[:i]),
+                            types.ModuleType(".".join(parts[:i])))
+    monkeypatch.setitem(sys.modules, modname, mod)
+    return Logger
+
+
+@pytest.mark.parametrize("modname", ["lightning.pytorch.loggers",
+                                     "pytorch_lightning.loggers"])
+def test_as_lightning_is_a_lightning_logger(monkeypatch, modname):
+    Logger = lightning_stand_in(monkeypatch, modname)
+    lg = MringLogger.as_lightning("pl3", capacity=256, name="exp", version=1)
+    assert isinstance(lg, Logger) and isinstance(lg, MringLogger)
+    # what the Trainer reads and calls on a logger
+    assert (lg.name, lg.version, lg.save_dir, lg.log_dir, lg.group_separator) == \
+        ("exp", 1, None, None, "/")
+    lg.log_hyperparams({"lr": 0.1})
+    lg.log_metrics({"loss_step": 2.0, "epoch": 0}, step=0)
+    lg.log_metrics({"loss_step": 4.0, "epoch": 0}, step=1)
+    lg.log_metrics({"loss_epoch": 3.0, "epoch": 0}, step=1)
+    lg.after_save_checkpoint(None)
+    lg.finalize("success")
+    r = mring.Reader("pl3")
+    assert value_events(r) == [("loss_step", 0, 0, 2.0), ("loss_step", 1, 0, 4.0),
+                               ("loss_epoch", 1, 0, 3.0)]
+    assert r.epoch("loss_step")["value"] == 3.0
+    assert r.status()["closed"]
+
+
+def test_as_lightning_without_lightning_is_the_plain_logger(monkeypatch):
+    import sys
+    for name in ("lightning", "lightning.pytorch", "lightning.pytorch.loggers",
+                 "pytorch_lightning", "pytorch_lightning.loggers"):
+        monkeypatch.setitem(sys.modules, name, None)   # import raises ImportError
+    lg = MringLogger.as_lightning("pl4", capacity=256)
+    assert type(lg) is MringLogger
+    lg.finalize("success")

@@ -133,6 +133,7 @@ struct drain {
 	int nxe;
 	bool follow, wait;
 	bool dirty;
+	bool output_failed;	/* a sink write failed: never commit after it */
 	uint64_t rows;
 	uint64_t gen;
 };
@@ -209,6 +210,7 @@ static int emit(struct drain *d, const struct row *r)
 		if (ret < 0) {
 			fprintf(stderr, "mring drain: %s: %s\n",
 				d->outs[i].ops->path(d->outs[i].s), strerror(-ret));
+			d->output_failed = true;	/* no commit after this */
 			return ret;
 		}
 	}
@@ -1026,6 +1028,8 @@ static int drain_loop(struct drain *d)
 			if (d->segs[i].done)
 				continue;
 			ret = read_segment(d, &d->segs[i], &got);
+			if (ret < 0 && d->output_failed)
+				return EXIT_OUTPUT;
 			if (ret == -ENOMEM || ret == -EBADMSG || ret == -EINVAL)
 				return EXIT_USAGE;
 			if (ret < 0)

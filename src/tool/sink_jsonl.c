@@ -102,6 +102,7 @@ static void put_key(struct buf *b, const char *k)
 static int jsonl_write(struct sink *s, const struct row *r)
 {
 	struct buf *b = &s->out;
+	size_t start = b->len;
 	int i;
 
 	buf_putc(b, '{');
@@ -125,8 +126,10 @@ static int jsonl_write(struct sink *s, const struct row *r)
 	buf_puts(b, ", \"step\": ");
 	buf_u64(b, r->step);
 	buf_puts(b, "}\n");
-	if (b->oom)
+	if (b->oom) {
+		b->len = start;		/* never half a row */
 		return -ENOMEM;
+	}
 	if (b->len >= BUF_FLUSH_AT)
 		return buf_drain(b, s->fd, &s->written, s->committed, false);
 	return 0;

@@ -74,8 +74,10 @@ int buf_fmt(struct buf *b, const char *fmt, ...)
 	va_start(ap, fmt);
 	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
 	va_end(ap);
-	if (n < 0)
+	if (n < 0) {
+		b->oom = true;	/* sticky like a failed allocation */
 		return -EINVAL;
+	}
 	if ((size_t)n >= b->cap - b->len) {
 		err = buf_reserve(b, (size_t)n);
 		if (err)
@@ -150,7 +152,8 @@ int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
 
 int buf_drain(struct buf *b, int fd, uint64_t *written, uint64_t committed, bool sync)
 {
-	int err = pwrite_all(fd, b->p, b->len, *written);
+	/* an append failed: what the buffer holds is not what was asked */
+	int err = b->oom ? -ENOMEM : pwrite_all(fd, b->p, b->len, *written);
 
 	if (!err) {
 		*written += b->len;

@@ -16,10 +16,12 @@
 #define BUF_FLUSH_AT (64 * 1024)
 
 /*
- * Zero-initialised, it is empty.  The bytes are always NUL-terminated
- * (not counted in len).  Once an allocation fails, oom stays set and
- * every append fails with -ENOMEM, so a caller may append a whole row
- * and check once, or check each return.
+ * Zero-initialised, it is empty.  The appenders below leave a NUL after
+ * what they append (not counted in len); code that writes into p itself
+ * or sets len back does not.  Once an append fails (out of memory, or an
+ * encoding error in buf_fmt), oom stays set, every later append fails,
+ * and buf_drain() refuses to write: a caller may append a whole row and
+ * check once, but must then set len back to where the row began.
  */
 struct buf {
 	char *p;

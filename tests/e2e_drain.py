@@ -384,8 +384,8 @@ def serve_fds(env, pid):
             continue
         if target.startswith(env.shm + "/"):
             segs += 1
-        elif not target.startswith("socket:"):
-            others += 1
+        elif target != env.shm and not target.startswith("socket:"):
+            others += 1         # (discovery opens the directory itself briefly)
     return segs, others
 
 

@@ -193,7 +193,7 @@ static void *producer_main(void *p)
 			late = mring_metric(w, "late", MRING_ON_STEP);
 			if (late != 1) {
 				fail(run, "late metric: %d", late);
-				return NULL;
+				break;
 			}
 		}
 		mring_step(w, i);
@@ -203,12 +203,12 @@ static void *producer_main(void *p)
 		if (ret != 0) {
 			fail(run, "log at step %llu: %s", (unsigned long long)i,
 			     mring_strerror(ret));
-			return NULL;
+			break;
 		}
 		if (i % EPOCH_STEPS == EPOCH_STEPS - 1)
 			mring_epoch_end(w);
 	}
-	atomic_store(&run->done, true);
+	atomic_store(&run->done, true);	/* also on failure: readers stop */
 	return NULL;
 }
 
@@ -358,7 +358,8 @@ static void *observer_main(void *p)
 		fail(run, "observer open: %s", mring_strerror(ret));
 		return NULL;
 	}
-	while (!atomic_load(&run->done) && observe_once(run, o, &c, &last_count))
+	while (!atomic_load(&run->done) && !stop(run) &&
+	       observe_once(run, o, &c, &last_count))
 		;
 	mring_reader_close(o);
 	return NULL;

@@ -45,6 +45,15 @@ class Env:
     def path(self, *p):
         return os.path.join(self.dir, *p)
 
+    def reap(self, p):
+        """Wait for @p and close its pipes now: a long test that starts
+        thousands of processes must not keep a pipe of each open."""
+        p.wait()
+        for f in (p.stdout, p.stderr):
+            if f:
+                f.close()
+        self.procs.remove(p)
+
     def producer(self, seg, steps, epoch_steps, step_us, rank=0, cap=0, ranked=0):
         p = subprocess.Popen([ARGS.producer, seg, str(steps), str(epoch_steps),
                               str(step_us), str(rank), str(cap), str(ranked)],
@@ -418,7 +427,7 @@ def test_soak(env):
             assert r.returncode == 0, r.stderr
             observed += 1
             name = "churn-%d" % churn
-            env.producer(name, 10, 5, 0).wait()
+            env.reap(env.producer(name, 10, 5, 0))
             assert env.mring("rm", name).returncode == 0
             churn += 1
             body = scrape(addr)
@@ -437,7 +446,7 @@ def test_soak(env):
         if d.poll() is not None:
             break
         d.kill()
-        d.wait()
+        env.reap(d)
         kills += 1
     assert d.returncode == 0, d.stderr.read()
     assert prod.wait() == 0

@@ -305,6 +305,23 @@ _MRING_HOT void _mring_acc_add(struct _mring_acc *a, double v, double wt,
 	_mring_acc_publish(a, epoch);
 }
 
+/* The body of mring_log() and mring_log_weighted(), arguments checked. */
+_MRING_HOT int _mring_log_valid(struct mring_writer *w, int id, double value, double weight)
+{
+	struct _mring_acc *a = &w->acc[id];
+	uint32_t flags = a->flags;	/* once: the stores below are fenced */
+
+	if (flags & MRING_ON_EPOCH)
+		_mring_acc_add(a, value, weight, w->step,
+			       (uint32_t)(w->meta_epoch >> 32));
+	else
+		_mring_acc_note(a, value, w->step, w->meta_epoch >> 32);
+	if (!(flags & MRING_ON_STEP))
+		return 0;
+	return _mring_put(w, w->meta_epoch | MRING_EV_VALUE << 16 | (unsigned)id,
+			  value);
+}
+
 /**
  * mring_log_weighted - log one value of a metric with a weight
  * @w: writer handle
@@ -331,24 +348,11 @@ _MRING_HOT void _mring_acc_add(struct _mring_acc *a, double v, double wt,
 MRING_INLINE int mring_log_weighted(struct mring_writer *w, int id,
 				    double value, double weight)
 {
-	struct _mring_acc *a;
-	uint32_t flags;
-
 	if (mring_unlikely((unsigned)id >= w->nmetrics))
 		return __mring_bad_id(w, id);
 	if (mring_unlikely(!(weight >= 0.0) || isinf(weight)))
 		return -EINVAL;
-	a = &w->acc[id];
-	flags = a->flags;	/* once: the stores below are fenced */
-	if (flags & MRING_ON_EPOCH)
-		_mring_acc_add(a, value, weight, w->step,
-			       (uint32_t)(w->meta_epoch >> 32));
-	else
-		_mring_acc_note(a, value, w->step, w->meta_epoch >> 32);
-	if (!(flags & MRING_ON_STEP))
-		return 0;
-	return _mring_put(w, w->meta_epoch | MRING_EV_VALUE << 16 | (unsigned)id,
-			  value);
+	return _mring_log_valid(w, id, value, weight);
 }
 
 /**
@@ -364,22 +368,9 @@ MRING_INLINE int mring_log_weighted(struct mring_writer *w, int id,
  */
 MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
 {
-	struct _mring_acc *a;
-	uint32_t flags;
-
 	if (mring_unlikely((unsigned)id >= w->nmetrics))
 		return __mring_bad_id(w, id);
-	a = &w->acc[id];
-	flags = a->flags;	/* once: the stores below are fenced */
-	if (flags & MRING_ON_EPOCH)
-		_mring_acc_add(a, value, 1.0, w->step,
-			       (uint32_t)(w->meta_epoch >> 32));
-	else
-		_mring_acc_note(a, value, w->step, w->meta_epoch >> 32);
-	if (!(flags & MRING_ON_STEP))
-		return 0;
-	return _mring_put(w, w->meta_epoch | MRING_EV_VALUE << 16 | (unsigned)id,
-			  value);
+	return _mring_log_valid(w, id, value, 1.0);
 }
 
 /**

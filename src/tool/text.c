@@ -16,19 +16,19 @@
 
 #include "text.h"
 
-int buf_reserve(struct buf *b, size_t n)
+int buf_grow(struct buf *b, size_t n)
 {
 	size_t cap;
 	char *p;
 
 	if (b->oom)
 		return -ENOMEM;
-	if (n < b->cap - b->len)	/* < : room for the NUL too */
+	if (n <= b->cap - b->len)
 		return 0;
 	if (n >= SIZE_MAX / 2 - b->len)
 		goto oom;
 	cap = b->cap ? b->cap : 4096;
-	while (cap <= b->len + n)
+	while (cap < b->len + n)
 		cap *= 2;
 	p = realloc(b->p, cap);
 	if (!p)
@@ -39,24 +39,6 @@ int buf_reserve(struct buf *b, size_t n)
 oom:
 	b->oom = true;
 	return -ENOMEM;
-}
-
-int buf_put(struct buf *b, const void *s, size_t n)
-{
-	int err = buf_reserve(b, n);
-
-	if (err)
-		return err;
-	if (n)
-		memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-	return 0;
-}
-
-int buf_putc(struct buf *b, char c)
-{
-	return buf_put(b, &c, 1);
 }
 
 int buf_puts(struct buf *b, const char *s)
@@ -72,6 +54,7 @@ int buf_fmt(struct buf *b, const char *fmt, ...)
 	if (err)
 		return err;
 	va_start(ap, fmt);
+	/* vsnprintf writes a NUL after the text: room for it, uncounted */
 	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
 	va_end(ap);
 	if (n < 0) {
@@ -79,7 +62,7 @@ int buf_fmt(struct buf *b, const char *fmt, ...)
 		return -EINVAL;
 	}
 	if ((size_t)n >= b->cap - b->len) {
-		err = buf_reserve(b, (size_t)n);
+		err = buf_reserve(b, (size_t)n + 1);
 		if (err)
 			return err;
 		va_start(ap, fmt);

@@ -10,18 +10,18 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "util.h"
 
 #define BUF_FLUSH_AT (64 * 1024)
 
 /*
- * Zero-initialised, it is empty.  The appenders below leave a NUL after
- * what they append (not counted in len); code that writes into p itself
- * or sets len back does not.  Once an append fails (out of memory, or an
- * encoding error in buf_fmt), oom stays set, every later append fails,
- * and buf_drain() refuses to write: a caller may append a whole row and
- * check once, but must then set len back to where the row began.
+ * Zero-initialised, it is empty.  Not NUL-terminated.  Once an append
+ * fails (out of memory, or an encoding error in buf_fmt), oom stays set,
+ * every later append fails, and buf_drain() refuses to write: a caller
+ * may append a whole row and check once, but must then set len back to
+ * where the row began.
  */
 struct buf {
 	char *p;
@@ -29,11 +29,37 @@ struct buf {
 	bool oom;
 };
 
-/* Room for @n more bytes (and the NUL): 0, or -ENOMEM. */
-int buf_reserve(struct buf *b, size_t n);
+int buf_grow(struct buf *b, size_t n);
+
+/* Room for @n more bytes: 0, or -ENOMEM. */
+static inline int buf_reserve(struct buf *b, size_t n)
+{
+	return n <= b->cap - b->len && !b->oom ? 0 : buf_grow(b, n);
+}
+
 /* Appenders: 0, or -ENOMEM (nothing appended). */
-int buf_put(struct buf *b, const void *s, size_t n);
-int buf_putc(struct buf *b, char c);
+static inline int buf_put(struct buf *b, const void *s, size_t n)
+{
+	int err = buf_reserve(b, n);
+
+	if (err)
+		return err;
+	if (n)
+		memcpy(b->p + b->len, s, n);
+	b->len += n;
+	return 0;
+}
+
+static inline int buf_putc(struct buf *b, char c)
+{
+	int err = buf_reserve(b, 1);
+
+	if (err)
+		return err;
+	b->p[b->len++] = c;
+	return 0;
+}
+
 int buf_puts(struct buf *b, const char *s);
 int buf_u64(struct buf *b, uint64_t v);
 /* fmt_shortest() appended; NaN/Inf are the caller's business. */

@@ -11,8 +11,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -82,6 +84,26 @@ static inline void *test_shared_page(size_t size)
 
 	cr_assert_neq(p, MAP_FAILED);
 	return p;
+}
+
+/*
+ * fork() for a child that runs until the test stops or kills it.  The
+ * child dies with the test: a failed assertion ends the test's process at
+ * once, and must not leave a producer spinning on a CPU for the tests
+ * after it.
+ */
+static inline pid_t test_fork(void)
+{
+	pid_t parent = getpid();
+	pid_t pid = fork();
+
+	cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)	/* the test died before prctl */
+			_exit(1);
+	}
+	return pid;
 }
 
 static inline void sleep_us(long us)

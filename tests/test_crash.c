@@ -79,7 +79,7 @@ Test(crash, a_killed_producer_loses_nothing_that_returned, .timeout = 120)
 		snprintf(name, sizeof(name), "%s", seg_name("prodkill"));
 		atomic_store(&sh->ready, 0);
 		atomic_store(&sh->returned, 0);
-		pid = fork();
+		pid = test_fork();
 		if (pid == 0)
 			produce_until_killed(name, sh);
 		while (!atomic_load(&sh->ready))
@@ -272,7 +272,7 @@ Test(crash, a_stopped_producer_never_blocks_an_observer, .timeout = 120)
 	struct mring_reader *o;
 	struct mring_event ev[64];
 	struct mring_stats st;
-	pid_t pid = fork();
+	pid_t pid = test_fork();
 
 	if (pid == 0) {
 		struct mring_writer *w = open_writer(name, 1 << 10, MRING_FULL_OVERWRITE);

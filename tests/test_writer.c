@@ -315,7 +315,7 @@ Test(writer, a_forked_child_does_not_keep_a_dead_producer_alive)
 
 	cr_assert_eq(pipe(ready), 0);
 	cr_assert_eq(pipe(hold), 0);
-	producer = fork();
+	producer = test_fork();
 	if (producer == 0) {
 		struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
 

@@ -301,6 +301,7 @@ struct shared {
 	uint64_t nlat;
 	double lat[MAX_LAT];
 	long rss_kb[2][3];	/* before/after: VmRSS, RssAnon, RssShmem */
+	_Atomic uint64_t updates;	/* flat-out producer: updates so far */
 	uint64_t seg_bytes;
 };
 
@@ -915,6 +916,92 @@ static void stats_read_cost(uint64_t n)
 		check_fails++;
 }
 
+/* A producer updating one metric flat out until told to stop. */
+static void flat_out_child(const char *seg)
+{
+	struct mring_writer *w;
+	uint64_t i;
+	int id, ret;
+
+	pin(cpu_cons);		/* the reader is the parent, on cpu_prod */
+	ret = mring_writer_open(seg, NULL, &w);
+	if (ret < 0 || (id = mring_metric(w, "loss", MRING_ON_EPOCH)) < 0) {
+		sh->err = ret < 0 ? ret : -EINVAL;
+		atomic_store(&sh->ready, -1);
+		_exit(1);
+	}
+	atomic_store(&sh->ready, 1);
+	for (i = 1; !atomic_load_explicit(&sh->done, memory_order_relaxed); i++) {
+		mring_log_weighted(w, id, 1.0, 2.0);
+		if (!(i & 1023))
+			atomic_store_explicit(&sh->updates, i, memory_order_relaxed);
+	}
+	_exit(mring_writer_close(w) != 0);
+}
+
+/* Producer updates per ns over @ns of nothing but waiting. */
+static double producer_rate(double ns)
+{
+	uint64_t u0 = atomic_load(&sh->updates);
+	double t0 = now_ns();
+
+	while (now_ns() - t0 < ns)
+		relax();
+	return (double)(atomic_load(&sh->updates) - u0) / (now_ns() - t0);
+}
+
+/*
+ * An observer reading a metric the producer updates flat out: what a read
+ * costs, how many are answered (the rest are -EAGAIN after 10,000
+ * attempts), and how much the reads slow the producer.
+ */
+static void stats_read_contended(uint64_t n)
+{
+	struct mring_reader *r;
+	struct mring_stats st = { 0 };
+	char seg[64], path[4200];
+	uint64_t i, again = 0, u0;
+	double t0, t1, alone, during, sink = 0;
+	int ret;
+	pid_t pid;
+
+	seg_name(seg, sizeof(seg), path, sizeof(path));
+	memset(sh, 0, offsetof(struct shared, lat));
+	atomic_store(&sh->updates, 0);
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0)
+		flat_out_child(seg);
+	if (pid < 0 || wait_ready(pid) < 0)
+		die("flat-out producer", pid < 0 ? -errno : sh->err);
+	if ((ret = mring_reader_open(seg, MRING_OBSERVE, &r)) < 0)
+		die("mring_reader_open", ret);
+	alone = producer_rate(50e6);
+	u0 = atomic_load(&sh->updates);
+	t0 = now_ns();
+	for (i = 0; i < n; i++) {
+		ret = mring_stats_read(r, 0, &st);
+		again += ret == -EAGAIN;
+		if (ret == 0)
+			sink += st.value;
+		else if (ret != -EAGAIN)
+			check_fails++;
+	}
+	t1 = now_ns();
+	during = (double)(atomic_load(&sh->updates) - u0) / (t1 - t0);
+	atomic_store(&sh->done, 1);
+	reap(pid);
+	mring_reader_close(r);
+	unlink(path);
+	q_sink += sink;
+	add(fig("3.02b", "observer mring_stats_read, producer updating flat out", "ns"),
+	    (t1 - t0) / (double)n);
+	add(fig("3.02c", "  reads answered (not -EAGAIN)", "%"),
+	    100.0 * (double)(n - again) / (double)n);
+	add(fig("3.02d", "  producer updates lost per read", "updates"),
+	    (alone - during) * (t1 - t0) / (double)n);
+}
+
 static void latency(uint64_t n)
 {
 	struct mring_writer *w;
@@ -1183,6 +1270,7 @@ int main(int argc, char **argv)
 		quiesce();
 		drain_rate(UINT64_C(1) << (quick ? 20 : 22));
 		stats_read_cost(nstats);
+		stats_read_contended(nstats / 2);
 		latency(nlat);
 		if (!no_memory && rep < (quick ? 1 : 3))
 			memory(mem_rec);

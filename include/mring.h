@@ -389,14 +389,19 @@ MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
 MRING_INLINE void mring_step(struct mring_writer *w, uint64_t step)
 {
 	struct _mring_shm_hdr *h = w->hdr;
+	uint64_t head, wall;
 
 	w->step = step;
 	w->wall_ns = __mring_clock_ns();
 	(void)_mring_put(w, w->meta_epoch | MRING_EV_STEP << 16 | _MRING_NO_METRIC,
 			 0.0);
+	/* both loaded before the shared stores, which might alias *w for
+	 * the compiler and would make it load them again */
+	head = w->head;
+	wall = (uint64_t)w->wall_ns;
 	_mring_store_relaxed(&h->step, step);
-	_mring_store_relaxed(&h->step_wall_ns, (uint64_t)w->wall_ns);
-	_mring_store_relaxed(&h->head, w->head);
+	_mring_store_relaxed(&h->step_wall_ns, wall);
+	_mring_store_relaxed(&h->head, head);
 }
 
 /* ------------------------------------------------------------------ */

@@ -85,20 +85,6 @@ int buf_u64(struct buf *b, uint64_t v)
 	return buf_put(b, tmp + i, sizeof(tmp) - (size_t)i);
 }
 
-int fmt_shortest(char *out, size_t len, double v)
-{
-	double back;
-	int prec, n = 0;
-
-	for (prec = 15; prec < 17; prec++) {
-		n = snprintf(out, len, "%.*g", prec, v);
-		back = strtod(out, NULL);
-		if (!memcmp(&back, &v, sizeof(v)))
-			return n;
-	}
-	return snprintf(out, len, "%.17g", v);
-}
-
 int buf_double(struct buf *b, double v)
 {
 	char tmp[40];

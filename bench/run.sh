@@ -77,7 +77,7 @@ fi
 echo "configuring and building in $BUILD ..." >&2
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
 	-DMRING_BENCH_PEERS=ON >"$WORK/cmake.log" 2>&1 || { cat "$WORK/cmake.log" >&2; exit 1; }
-cmake --build "$BUILD" -j"$(nproc)" --target bench_suite bench_insn mring_tool prod_canary >"$WORK/build.log" 2>&1 ||
+cmake --build "$BUILD" -j"$(nproc)" --target bench_suite bench_insn bench_fmt mring_tool prod_canary >"$WORK/build.log" 2>&1 ||
 	{ cat "$WORK/build.log" >&2; exit 1; }
 
 # ---- 3. memory first: before any LTTng session maps its buffers into us ----
@@ -136,6 +136,11 @@ echo "drain.sh ..." >&2
 drain_rc=0
 bash "$ROOT/bench/drain.sh" "$BUILD" 3 >"$WORK/drain.rows" 2>"$WORK/drain.err" || drain_rc=$?
 
+# ---- 4b'. the sinks' number formatter against printf + strtod --------------
+echo "bench_fmt ..." >&2
+fmt_rc=0
+"$BUILD/bench_fmt" --rows >"$WORK/fmt.rows" 2>"$WORK/fmt.err" || fmt_rc=$?
+
 # ---- 4c. the Python binding (m.log next to a bare call, same run) -----------
 echo "python binding ..." >&2
 py_rc=0
@@ -192,7 +197,7 @@ grep '^INFO' "$WORK/suite.out" | cut -f2- | grep -v 'all checks passed\|CHECK FA
 echo "$LTTNG_NOTE"
 echo "figures: median, min, max over the repetitions; ratio = peer cost / mring cost, per repetition, median [min-max]"
 echo
-{ grep -h '^ROW' "$WORK/suite.out" "$WORK/mem.out" "$WORK/drain.rows" "$WORK/py.rows" "$WORK/serve.rows" || true; cat "$WORK/cg.rows"; } | LC_ALL=C sort -t "$(printf '\t')" -k2,2 |
+{ grep -h '^ROW' "$WORK/suite.out" "$WORK/mem.out" "$WORK/drain.rows" "$WORK/fmt.rows" "$WORK/py.rows" "$WORK/serve.rows" || true; cat "$WORK/cg.rows"; } | LC_ALL=C sort -t "$(printf '\t')" -k2,2 |
 awk -F '\t' '
 function fmt(v) {
 	if (v == "" || v == "-") return "-"
@@ -221,6 +226,7 @@ echo
 grep -h '^INFO' "$WORK/mem.out" "$WORK/suite.out" | cut -f2- | grep 'all checks passed\|CHECK FAILURES' || echo "bench_suite: exit status $suite_rc"
 [ "$cg_rc" = 0 ] || { echo "callgrind.sh failed:"; cat "$WORK/cg.out"; }
 [ "$drain_rc" = 0 ] || { echo "drain.sh failed:"; cat "$WORK/drain.err"; }
+[ "$fmt_rc" = 0 ] || { echo "bench_fmt failed:"; cat "$WORK/fmt.err"; }
 [ "$py_rc" = 0 ] || { echo "python bench failed:"; cat "$WORK/py.err"; }
 [ "$serve_rc" = 0 ] || { echo "serve bench failed:"; cat "$WORK/serve.out"; }
 echo "total $(( $(date +%s) - T0 )) s"

@@ -395,8 +395,8 @@ MRING_INLINE void mring_step(struct mring_writer *w, uint64_t step)
 	w->wall_ns = __mring_clock_ns();
 	(void)_mring_put(w, w->meta_epoch | MRING_EV_STEP << 16 | _MRING_NO_METRIC,
 			 0.0);
-	/* both loaded before the shared stores, which might alias *w for
-	 * the compiler and would make it load them again */
+	/* both loaded before the three header stores, which might alias *w
+	 * for the compiler and would make it load them again */
 	head = w->head;
 	wall = (uint64_t)w->wall_ns;
 	_mring_store_relaxed(&h->step, step);

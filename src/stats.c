@@ -125,9 +125,9 @@ static void stats_fill(struct mring_stats *out, const struct stats_words *w,
  * A failed attempt starts the next one from the sequence it just loaded,
  * at once: the producer never waits for readers, so pausing would not
  * make a quiet moment likelier, only the answer later.  Against a
- * producer updating flat out, this doubled the attempts that succeed and
- * cut the producer updates lost per read by three quarters
- * (docs/performance.md).
+ * producer updating flat out, reads got about 3x faster and, at 4
+ * attempts each, 2 to 6 times as many were answered (docs/performance.md
+ * 3.2; measured on separate cores, not on two hyperthreads of one).
  */
 int _mring_latch_read(const struct _mring_shm_latch *l, struct mring_stats *out,
 		      unsigned flags)
@@ -142,9 +142,14 @@ int _mring_latch_read(const struct _mring_shm_latch *l, struct mring_stats *out,
 	for (tries = 0; tries < MRING_LATCH_TRIES; tries++) {
 		stats_load(&w, &l->copy[s0 & 1]);
 		/* acquire fence: pairs with the release fence before the
-		 * producer rewrites a copy (same two functions) */
+		 * producer rewrites a copy (same two functions).  This fence
+		 * is what makes the check below valid: it keeps the copy's
+		 * relaxed loads before the load of s1, which an acquire load
+		 * alone would not. */
 		_mring_fence_acquire();
-		/* acquire: as the first load; it also starts the next attempt */
+		/* acquire: pairs with the release store of seq, like the first
+		 * load; needed only when s1 starts the next attempt, whose copy
+		 * loads must see everything published up to s1 */
 		s1 = _mring_load_acquire(&l->seq);
 		if (s1 == s0) {
 			stats_fill(out, &w, flags);

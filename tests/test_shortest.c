@@ -14,15 +14,22 @@
 #include "helpers.h"
 #include "util.h"
 
-/* The contract, spelled with glibc's printf and strtod. */
+/*
+ * The contract, spelled with glibc's printf and strtod: the choice is
+ * made on the whole text, then @out gets it as from snprintf.
+ */
 static int oracle(char *out, size_t len, double v)
 {
+	char text[64];
+
 	for (int prec = 15; prec <= 17; prec++) {
-		int n = snprintf(out, len, "%.*g", prec, v);
-		double back = strtod(out, NULL);
+		double back;
+
+		snprintf(text, sizeof(text), "%.*g", prec, v);
+		back = strtod(text, NULL);
 
 		if (prec == 17 || !memcmp(&back, &v, sizeof(v)))
-			return n;
+			return snprintf(out, len, "%s", text);
 	}
 	return -1;
 }
@@ -84,7 +91,7 @@ static void check_around(double v)
 
 Test(shortest, edges_of_the_exact_range_and_of_its_scales)
 {
-	/* the exact path covers 2^-20 <= |v| < 2^53 and 10^-6 <= |v| */
+	/* the exact path covers 2^-19 <= |v| < 2^52 */
 	static const double edges[] = {
 		0x1p-21, 0x1p-20, 0x1p-19, 1e-6, 1e-7, 9.5367431640625e-7,
 		0x1p52, 0x1p53, 0x1p54, 9007199254740991.0, 9007199254740993.0,
@@ -174,11 +181,24 @@ Test(shortest, integers_and_halves)
 	cr_log_info("%llu values", (unsigned long long)checked);
 }
 
-Test(shortest, a_short_buffer_gets_printfs_truncation)
+/* Every length from 0 up: snprintf's truncation, never a byte past @len. */
+Test(shortest, short_buffers_get_snprintfs_truncation)
 {
-	char got[8], want[8];
+	static const double values[] = { 0.6931471805599453, 1e23, 1e-5, 0.1, -2.5,
+					 123456.789, 0x1p52, 1e-300 };
 
-	cr_assert_eq(fmt_shortest(got, sizeof(got), 0.6931471805599453),
-		     oracle(want, sizeof(want), 0.6931471805599453));
-	cr_assert_str_eq(got, want);
+	cr_assert_eq(fmt_shortest(NULL, 0, 0.1), 3);
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		for (size_t len = 0; len <= 40; len++) {
+			char got[48], want[48];
+			int n;
+
+			memset(got, 'x', sizeof(got));
+			memset(want, 'x', sizeof(want));
+			n = fmt_shortest(got, len, values[i]);
+			cr_assert_eq(n, oracle(want, len, values[i]), "%a len %zu", values[i], len);
+			cr_assert(!memcmp(got, want, sizeof(got)), "%a len %zu: %.48s vs %.48s",
+				  values[i], len, got, want);
+		}
+	}
 }

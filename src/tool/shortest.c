@@ -4,13 +4,15 @@
  * reads back bit-exactly: the text every sink writes for a value.
  *
  * printf and strtod cost 200 to 600 ns a value, most of a drain's time.
- * For the values training logs are made of, 1e-6 <= |v| < 2^53, the same
- * text comes from exact integer arithmetic instead: v = m / 2^t is scaled
+ * For the values training logs are made of, 2^-19 <= |v| < 2^52 (about
+ * 1.9e-6 to 4.5e15), the same text comes from exact integer arithmetic: v = m / 2^t is scaled
  * by 10^s into 128 bits with nothing lost, so the rounding to 15, 16 or 17
  * digits and the test "does strtod read this back as v" are exact
  * comparisons, not floating point.  Everything else (smaller, larger,
  * subnormal) goes to printf and strtod as before.  tests/test_shortest.c
- * checks the two paths give the same bytes.
+ * checks the two paths give the same bytes.  Like the tool as a whole,
+ * this assumes the default rounding mode (printf and strtod follow
+ * fesetround(); the exact path always rounds to nearest, ties to even).
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -188,7 +190,8 @@ static int shortest_exact(char *out, double v)
 	if (bexp == 0 || bexp == 0x7ff)
 		return -1;	/* zero, subnormal, Inf, NaN */
 	m = (bits & ((UINT64_C(1) << 52) - 1)) | UINT64_C(1) << 52;
-	/* v = m * 2^(bexp - 1075); below 2^53 that exponent is negative */
+	/* v = m * 2^(bexp - 1075): t = 1075 - bexp in 1..72, so 2^-20 <= v
+	 * < 2^52; scale() also declines s > 22, i.e. v < 2^-19 */
 	if (bexp - 1075 >= 0 || 1075 - bexp > 72)
 		return -1;
 	sc.t = (unsigned)(1075 - bexp);
@@ -204,7 +207,9 @@ static int shortest_exact(char *out, double v)
 		/* 17 correctly rounded digits always read back */
 		if (p < 17 && !reads_back(&sc, d, p))
 			continue;
-		if (d == (uint64_t)pow10_u128(p)) {	/* 9.99.. rounded up */
+		/* 9.99.. rounded up; no double in this range does that, but
+		 * the layout would be wrong if one did */
+		if (d == (uint64_t)pow10_u128(p)) {
 			d /= 10;
 			x10++;
 		}
@@ -213,15 +218,31 @@ static int shortest_exact(char *out, double v)
 	return -1;	/* not reached: p = 17 returns */
 }
 
+static int shortest(char *out, size_t len, double v)
+{
+	int n;
+
+	if (v == 0)		/* what %g prints for either zero */
+		return snprintf(out, len, signbit(v) ? "-0" : "0");
+	n = shortest_exact(out, v);
+	return n >= 0 ? n : shortest_libc(out, len, v);
+}
+
+/*
+ * Into a buffer of our own first: the choice between 15, 16 and 17 digits
+ * is made on the whole text, then @out gets it as snprintf would (cut to
+ * @len - 1 bytes and terminated; nothing written when @len is 0).
+ */
 int fmt_shortest(char *out, size_t len, double v)
 {
-	if (v == 0 && len >= 3)		/* what %g prints for either zero */
-		return snprintf(out, len, signbit(v) ? "-0" : "0");
-	if (len >= 32) {
-		int n = shortest_exact(out, v);
+	char text[40];
+	int n = shortest(text, sizeof(text), v);
+	size_t keep;
 
-		if (n >= 0)
-			return n;
+	if (len) {
+		keep = (size_t)n < len ? (size_t)n : len - 1;
+		memcpy(out, text, keep);
+		out[keep] = '\0';
 	}
-	return shortest_libc(out, len, v);
+	return n;
 }

@@ -11,8 +11,8 @@
 
 /*
  * A finite @v as the shortest of %.15g, %.16g, %.17g that strtod reads
- * back bit-exactly (%.17g always does).  Returns the length written.
- * Implemented in shortest.c.
+ * back bit-exactly (%.17g always does).  Returns its length; @out gets it
+ * as from snprintf(@out, @len, ...).  Implemented in shortest.c.
  */
 int fmt_shortest(char *out, size_t len, double v);
 /* pwrite all of [@p, @p + @n) at @off: 0, or -errno (-EIO for no progress). */

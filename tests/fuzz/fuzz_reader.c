@@ -53,7 +53,22 @@ static struct tmpl tmpl_a, tmpl_b;
 static unsigned char *filebuf;
 static size_t filebuf_cap;
 
-#define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
+/*
+ * A failed check names itself before trapping: the optimizer merges
+ * traps, so the stack trace's line can point at another CHECK.
+ */
+#define CHECK(cond)							\
+	do {								\
+		if (!(cond))						\
+			check_failed(__LINE__, #cond);			\
+	} while (0)
+
+static void __attribute__((noreturn, noinline)) check_failed(int line, const char *what)
+{
+	fprintf(stderr, "fuzz_reader: check failed at line %d: %s (errno %d)\n",
+		line, what, errno);
+	__builtin_trap();
+}
 
 static void die(const char *what, int err)
 {
@@ -332,6 +347,8 @@ static void exercise(unsigned flags, struct pass *p)
 	(void)mring_strerror(ret);
 	if (ret < 0) {
 		CHECK(r == NULL);
+		if (!open_ret_ok(ret))
+			fprintf(stderr, "fuzz_reader: open (flags %u): %d\n", flags, ret);
 		CHECK(open_ret_ok(ret));
 		return;
 	}

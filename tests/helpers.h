@@ -106,6 +106,27 @@ static inline pid_t test_fork(void)
 	return pid;
 }
 
+/*
+ * xorshift64 for the randomized tests; MRING_TEST_SEED picks another
+ * sequence (tests/long.sh sets a new one every round).  A forked child
+ * may stir test_seed to draw its own.
+ */
+static uint64_t test_seed;
+
+static inline uint64_t test_rnd(void)
+{
+	if (!test_seed) {
+		const char *env = getenv("MRING_TEST_SEED");
+
+		test_seed = env && *env ? strtoull(env, NULL, 0) : 0;
+		test_seed = test_seed ? test_seed : 88172645463325252ull;
+	}
+	test_seed ^= test_seed << 13;
+	test_seed ^= test_seed >> 7;
+	test_seed ^= test_seed << 17;
+	return test_seed;
+}
+
 static inline void sleep_us(long us)
 {
 	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };

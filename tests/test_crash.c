@@ -26,26 +26,6 @@ static struct shared *shared_page(void)
 	return test_shared_page(sizeof(struct shared));
 }
 
-static uint64_t seed;
-
-/*
- * xorshift64; MRING_TEST_SEED picks another sequence of kill instants
- * (tests/long.sh sets a new one for every round).
- */
-static uint64_t rnd(void)
-{
-	if (!seed) {
-		const char *env = getenv("MRING_TEST_SEED");
-
-		seed = env && *env ? strtoull(env, NULL, 0) : 0;
-		seed = seed ? seed : 88172645463325252ull;
-	}
-	seed ^= seed << 13;
-	seed ^= seed >> 7;
-	seed ^= seed << 17;
-	return seed;
-}
-
 static void produce_until_killed(const char *name, struct shared *sh)
 {
 	struct mring_writer *w = open_writer(name, 1 << 17, MRING_FULL_DROP);
@@ -84,7 +64,7 @@ Test(crash, a_killed_producer_loses_nothing_that_returned, .timeout = 120)
 			produce_until_killed(name, sh);
 		while (!atomic_load(&sh->ready))
 			sched_yield();
-		sleep_us((long)(rnd() % 1500));
+		sleep_us((long)(test_rnd() % 1500));
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		returned = atomic_load(&sh->returned);
@@ -185,7 +165,7 @@ static void drain_until_killed(const char *name, struct shared *sh, int k)
 	int n;
 
 	for (;;) {
-		n = mring_read(r, ev, 1 + (int)(rnd() % 50));
+		n = mring_read(r, ev, 1 + (int)(test_rnd() % 50));
 		if (n < 0)
 			_exit(3);
 		if (n == 0)
@@ -219,12 +199,12 @@ Test(crash, a_killed_drainer_is_resumed_exactly, .timeout = 120)
 
 		atomic_store(&sh->start[k], UINT64_MAX);
 		atomic_store(&sh->end[k], 0);
-		(void)rnd();		/* the child's batch sizes differ from its parent's */
-		seed += (uint64_t)k * 7919;
+		(void)test_rnd();		/* the child's batch sizes differ from its parent's */
+		test_seed += (uint64_t)k * 7919;
 		pid = fork();
 		if (pid == 0)
 			drain_until_killed(name, sh, k);
-		sleep_us(200 + (long)(rnd() % 2000));
+		sleep_us(200 + (long)(test_rnd() % 2000));
 		kill(pid, SIGKILL);
 		waitpid(pid, &status, 0);
 		if (WIFEXITED(status))
@@ -288,7 +268,7 @@ Test(crash, a_stopped_producer_never_blocks_an_observer, .timeout = 120)
 		sched_yield();
 	o = open_reader(name, MRING_OBSERVE);
 	for (int trial = 0; trial < 50; trial++) {
-		sleep_us((long)(rnd() % 3000));
+		sleep_us((long)(test_rnd() % 3000));
 		kill(pid, SIGSTOP);
 		waitpid(pid, NULL, WUNTRACED);
 		for (int k = 0; k < 1000; k++) {

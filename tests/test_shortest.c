@@ -34,26 +34,6 @@ static int oracle(char *out, size_t len, double v)
 	return -1;
 }
 
-static uint64_t rng_state;
-
-/* MRING_TEST_SEED (tests/long.sh sets a new one each round), else fixed */
-static uint64_t rnd64(void)
-{
-	uint64_t x = rng_state;
-
-	if (!x) {
-		const char *env = getenv("MRING_TEST_SEED");
-
-		x = env && *env ? strtoull(env, NULL, 0) : 0;
-		x = x ? x : 0x9e3779b97f4a7c15ull;
-	}
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return rng_state = x;
-}
-
 static uint64_t count_per_kind(void)
 {
 	const char *env = getenv("MRING_TEST_SHORTEST_N");
@@ -121,7 +101,7 @@ Test(shortest, random_bit_patterns)
 	uint64_t n = count_per_kind();
 
 	for (uint64_t i = 0; i < n; i++) {
-		uint64_t bits = rnd64();
+		uint64_t bits = test_rnd();
 		double v;
 
 		memcpy(&v, &bits, sizeof(v));
@@ -136,7 +116,7 @@ Test(shortest, random_magnitudes_across_the_exact_range)
 	uint64_t n = count_per_kind();
 
 	for (uint64_t i = 0; i < n; i++) {
-		double u = (double)(rnd64() >> 11) / 0x1p53;
+		double u = (double)(test_rnd() >> 11) / 0x1p53;
 
 		check(pow(10.0, -8.0 + 25.0 * u));
 	}
@@ -153,9 +133,9 @@ Test(shortest, short_and_tie_decimals)
 	char text[64];
 
 	for (uint64_t i = 0; i < n; i++) {
-		int digits = 1 + (int)(rnd64() % 17);
-		int exp10 = (int)(rnd64() % 30) - 12;
-		uint64_t mant = rnd64() % (uint64_t)pow(10.0, digits);
+		int digits = 1 + (int)(test_rnd() % 17);
+		int exp10 = (int)(test_rnd() % 30) - 12;
+		uint64_t mant = test_rnd() % (uint64_t)pow(10.0, digits);
 
 		if (i & 1)	/* a 5 last: a tie at one digit fewer */
 			mant = mant / 10 * 10 + 5;
@@ -171,7 +151,7 @@ Test(shortest, integers_and_halves)
 	uint64_t n = count_per_kind();
 
 	for (uint64_t i = 0; i < n; i++) {
-		uint64_t k = rnd64() >> (11 + rnd64() % 53);
+		uint64_t k = test_rnd() >> (11 + test_rnd() % 53);
 
 		check((double)k);
 		check((double)k + 0.5);

@@ -3,16 +3,17 @@
  * shortest.c - a double as the shortest of %.15g, %.16g and %.17g that
  * reads back bit-exactly: the text every sink writes for a value.
  *
- * printf and strtod cost 200 to 600 ns a value, most of a drain's time.
+ * printf and strtod cost 200 to 800 ns a value, most of a drain's time.
  * For the values training logs are made of, 2^-19 <= |v| < 2^52 (about
- * 1.9e-6 to 4.5e15), the same text comes from exact integer arithmetic: v = m / 2^t is scaled
- * by 10^s into 128 bits with nothing lost, so the rounding to 15, 16 or 17
- * digits and the test "does strtod read this back as v" are exact
- * comparisons, not floating point.  Everything else (smaller, larger,
- * subnormal) goes to printf and strtod as before.  tests/test_shortest.c
- * checks the two paths give the same bytes.  Like the tool as a whole,
- * this assumes the default rounding mode (printf and strtod follow
- * fesetround(); the exact path always rounds to nearest, ties to even).
+ * 1.9e-6 to 4.5e15), the same text comes from exact integer arithmetic:
+ * v = m / 2^t is scaled by 10^s into 128 bits with nothing lost, so the
+ * rounding to 15, 16 or 17 digits and the test "does strtod read this
+ * back as v" are exact comparisons, not floating point.  Everything
+ * else (smaller, larger, subnormal) goes to printf and strtod as before.
+ * tests/test_shortest.c checks the two paths give the same bytes.  Like
+ * the tool as a whole, this assumes the default rounding mode (printf and
+ * strtod follow fesetround(); the exact path always rounds to nearest,
+ * ties to even).
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -42,11 +43,6 @@ static const u128 pow10_tab[SCALE_MAX + 1] = {
 	(u128)P10_19 * 100, (u128)P10_19 * 1000,
 };
 
-static u128 pow10_u128(int n)
-{
-	return pow10_tab[n];
-}
-
 /* printf's rendering, strtod's check: for what the fast path declines. */
 static int shortest_libc(char *out, size_t len, double v)
 {
@@ -75,13 +71,14 @@ struct scaled {
 	int lower_closer;	/* m is 2^52: the double below is half as far */
 };
 
-static int scale(struct scaled *sc, uint64_t m, unsigned t, int s)
+/* Find s for @sc's m and t, starting from the estimate @s. */
+static int scale(struct scaled *sc, int s)
 {
 	for (int tries = 0; tries < 3; tries++) {
 		if (s < 0 || s > SCALE_MAX)
 			return -1;
-		sc->n = (u128)m * pow10_u128(s);
-		sc->x = (uint64_t)(sc->n >> t);
+		sc->n = (u128)sc->m * pow10_tab[s];
+		sc->x = (uint64_t)(sc->n >> sc->t);
 		if (sc->x < UINT64_C(10000000000000000))
 			s++;
 		else if (sc->x >= UINT64_C(100000000000000000))
@@ -100,7 +97,7 @@ static int scale(struct scaled *sc, uint64_t m, unsigned t, int s)
  */
 static uint64_t round_to(const struct scaled *sc, int p)
 {
-	uint64_t q = (uint64_t)pow10_u128(17 - p);
+	uint64_t q = (uint64_t)pow10_tab[17 - p];
 	uint64_t d = sc->x / q;
 	u128 frac = sc->n & (((u128)1 << sc->t) - 1);
 	/* what is left after d, times 2, against one unit of the p-th digit */
@@ -124,8 +121,8 @@ static uint64_t round_to(const struct scaled *sc, int p)
  */
 static int reads_back(const struct scaled *sc, uint64_t d, int p)
 {
-	u128 c = ((u128)d * (uint64_t)pow10_u128(17 - p)) << sc->t;
-	u128 half_gap = pow10_u128(sc->s);	/* 2^(-t-1) * 10^s * 2^(t+1) */
+	u128 c = ((u128)d * (uint64_t)pow10_tab[17 - p]) << sc->t;
+	u128 half_gap = pow10_tab[sc->s];	/* 2^(-t-1) * 10^s * 2^(t+1) */
 	u128 diff2;
 
 	if (c >= sc->n) {
@@ -198,7 +195,7 @@ static int shortest_exact(char *out, double v)
 	sc.m = m;
 	sc.lower_closer = !(bits & ((UINT64_C(1) << 52) - 1)) && bexp > 1;
 	/* 16 - floor(log10 v), give or take one; scale() corrects it */
-	if (scale(&sc, m, sc.t, 16 - (int)floor((bexp - 1023) * 0.30102999566398120)))
+	if (scale(&sc, 16 - (int)floor((bexp - 1023) * 0.30102999566398120)))
 		return -1;
 	for (p = 15; p <= 17; p++) {
 		int x10 = 16 - sc.s;
@@ -209,7 +206,7 @@ static int shortest_exact(char *out, double v)
 			continue;
 		/* 9.99.. rounded up; no double in this range does that, but
 		 * the layout would be wrong if one did */
-		if (d == (uint64_t)pow10_u128(p)) {
+		if (d == (uint64_t)pow10_tab[p]) {
 			d /= 10;
 			x10++;
 		}

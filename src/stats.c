@@ -127,7 +127,7 @@ static void stats_fill(struct mring_stats *out, const struct stats_words *w,
  * make a quiet moment likelier, only the answer later.  Against a
  * producer updating flat out, reads got about 3x faster and, at 4
  * attempts each, 2 to 6 times as many were answered (docs/performance.md
- * 3.2; measured on separate cores, not on two hyperthreads of one).
+ * 3.2; not measured with both on hyperthreads of one core).
  */
 int _mring_latch_read(const struct _mring_shm_latch *l, struct mring_stats *out,
 		      unsigned flags)

@@ -8,8 +8,8 @@
 # drainers SIGKILLed, producers SIGSTOPped, at random instants; a new
 # MRING_TEST_SEED every round), test_stress and test_threads (every
 # sequence number and value, every full-ring mode), and test_shortest
-# (10^6 new values of each kind against glibc's printf and strtod).  Stops at the first
-# failure and prints the seed to repeat it with.  BUILD_DIR (default
+# (10^6 new values of each kind against glibc's printf and strtod).
+# Stops at the first failure and prints the seed to repeat it with.  BUILD_DIR (default
 # build) must hold a configured build with tests.
 # The soak and the fuzzer have their own knobs: MRING_SOAK_SECONDS for
 # tests/e2e_drain.py::test_soak, and tests/fuzz/run.sh SECONDS.

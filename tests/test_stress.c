@@ -250,8 +250,8 @@ Test(stress, statistics_snapshots_are_never_torn, .timeout = 300)
 	 * 2000 times (on a loaded machine it may get little CPU), until a
 	 * minute has passed.  This build gives up a read after 4 attempts
 	 * (MRING_LATCH_TRIES, tests/CMakeLists.txt): where most attempts
-	 * collide with an update (two hyperthreads of one core), 10,000
-	 * each would make this test run for hours.
+	 * collide with an update (the CI machine, 2026-11-27), 10,000 each
+	 * made it run past its 300 s timeout.
 	 */
 	int64_t deadline = now_ns() + 60 * INT64_C(1000000000);
 

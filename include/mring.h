@@ -119,7 +119,9 @@ struct mring_config {
 	uint64_t capacity;	/* records, power of two; 0: 1 << 20 */
 	uint32_t max_metrics;	/* 0: 1024; at most MRING_MAX_METRICS */
 	int on_full;		/* MRING_FULL_* */
-	const char *run;	/* run name for readers; NULL: segment name */
+	const char *run;	/* run name for readers, 1..63 bytes of UTF-8
+				 * without control characters; NULL: the
+				 * segment's base name (mring_writer_open) */
 	int32_t rank;		/* data-parallel rank */
 	uint32_t mode;		/* file mode; 0: 0600 */
 	uint32_t flags;		/* MRING_CFG_* */
@@ -190,9 +192,18 @@ struct mring_reader;
  * last.  Locks byte 0 of the file (an open-file-description lock) for as
  * long as the producer lives; readers use it to tell alive from crashed.
  *
+ * Run name: @cfg->run must be 1..63 bytes of well-formed UTF-8 without
+ * control characters (< 0x20, 0x7f).  Without it the run name is the
+ * path's base name, which may hold any bytes: each byte that is not part
+ * of a well-formed UTF-8 character, and each control character, becomes
+ * '?', and a name over 63 bytes is cut before the first character that
+ * does not fit whole, never inside one.  Readers always get UTF-8.
+ *
  * Who may call: any thread; the handle then belongs to that thread.
  *
- * Return: 0; -EINVAL (bad argument or config), -ENAMETOOLONG, -EBUSY (a
+ * Return: 0; -EINVAL (bad argument or config; a run name that is empty,
+ * has a control character or is not well-formed UTF-8), -ENAMETOOLONG
+ * (run name over 63 bytes, or path too long), -EBUSY (a
  * live producer has the segment), -EEXIST (a segment is there and its
  * producer is gone; set MRING_CFG_REPLACE to replace it), -EACCES (also
  * when replacing a segment another user owns, whatever its mode; root
@@ -219,14 +230,19 @@ int mring_writer_close(struct mring_writer *w);
 /**
  * mring_metric - register a metric and get its id
  * @w: writer handle
- * @name: 1..63 bytes, no control characters
+ * @name: 1..63 bytes of well-formed UTF-8, no control characters
+ *        (< 0x20, 0x7f)
  * @flags: MRING_ON_STEP and/or MRING_ON_EPOCH, at most one of
  *         MRING_MEAN (default with ON_EPOCH), MRING_SUM, MRING_MIN,
  *         MRING_MAX (only with ON_EPOCH), optionally MRING_PROG_BAR
  *
  * Ids are dense from 0 in registration order.  Registering the same name
  * with the same flags again returns the same id.  Readers learn names and
- * flags from the segment (mring_metric_info()).
+ * flags from the segment (mring_metric_info()).  Names end up in JSON,
+ * CSV, TensorBoard tags and Python str, so a name that is not
+ * well-formed UTF-8 (a stray or truncated sequence, an overlong form, a
+ * surrogate U+D800..U+DFFF, a code point above U+10FFFF) is refused;
+ * cut a long name at a character boundary, not at byte 63.
  *
  * Who may call: the writer's thread, at any time (also mid-run).
  * Memory order: the slot is published with a release store of the metric
@@ -234,8 +250,9 @@ int mring_writer_close(struct mring_writer *w);
  * preceded by its registration for every reader.
  *
  * Return: the id (>= 0); -EINVAL (no ON_STEP/ON_EPOCH, unknown flag,
- * several reductions, reduction without ON_EPOCH, empty name or control
- * character), -ENAMETOOLONG, -EEXIST (name registered with other flags),
+ * several reductions, reduction without ON_EPOCH, empty name, control
+ * character, not well-formed UTF-8), -ENAMETOOLONG (over 63 bytes),
+ * -EEXIST (name registered with other flags),
  * -ENOSPC (max_metrics reached), -EPERM (forked child).
  */
 int mring_metric(struct mring_writer *w, const char *name, unsigned flags);

@@ -923,6 +923,19 @@ static PyObject *Reader_exit(ReaderObject *self, PyObject *const *args, Py_ssize
 	Py_RETURN_FALSE;
 }
 
+/*
+ * A name from a segment as str.  The segment may come from any producer
+ * (another library version, another language, a corrupt file), so its
+ * bytes are untrusted: a byte that is not part of well-formed UTF-8
+ * becomes U+FFFD instead of raising.  docs/python.md.
+ */
+static PyObject *segment_text(const char *buf, size_t size)
+{
+	const char *end = memchr(buf, '\0', size);
+
+	return PyUnicode_DecodeUTF8(buf, end ? end - buf : (Py_ssize_t)size, "replace");
+}
+
 /* Bring the name cache up to date; 0 or -1 with an exception. */
 static int reader_refresh(ReaderObject *self)
 {
@@ -941,7 +954,7 @@ static int reader_refresh(ReaderObject *self)
 			set_error(rc, CTX_READ, "metric_info", NULL);
 			return -1;
 		}
-		s = PyUnicode_DecodeUTF8(buf, strlen(buf), "replace");
+		s = segment_text(buf, sizeof(buf));
 		if (!s || PyList_Append(self->names, s) < 0) {
 			Py_XDECREF(s);
 			return -1;
@@ -1199,6 +1212,7 @@ static PyObject *Reader_epoch(ReaderObject *self, PyObject *o)
 static PyObject *Reader_status(ReaderObject *self, PyObject *unused)
 {
 	struct mring_status s;
+	PyObject *run, *d;
 	int rc;
 
 	if (!reader_usable(self))
@@ -1206,23 +1220,27 @@ static PyObject *Reader_status(ReaderObject *self, PyObject *unused)
 	rc = mring_status_read(self->r, &s);
 	if (rc < 0)
 		return set_error(rc, CTX_READ, "status", NULL);
-	s.run[sizeof(s.run) - 1] = '\0';
-	return Py_BuildValue("{s:i,s:O,s:O,s:i,s:s,s:K,s:K,s:K,s:K,s:K,s:K,s:I,"
-			     "s:s,s:I,s:O,s:L,s:L}",
-			     "pid", s.pid, "alive", s.alive ? Py_True : Py_False,
-			     "closed", s.closed ? Py_True : Py_False, "rank", s.rank,
-			     "run", s.run, "capacity", (unsigned long long)s.capacity,
-			     "written", (unsigned long long)s.written,
-			     "read", (unsigned long long)s.read,
-			     "dropped", (unsigned long long)s.dropped,
-			     "overwritten", (unsigned long long)s.overwritten,
-			     "step", (unsigned long long)s.step, "epoch", s.epoch,
-			     "on_full", s.on_full >= 0 && s.on_full < 3 ?
+	run = segment_text(s.run, sizeof(s.run));
+	if (!run)
+		return NULL;
+	d = Py_BuildValue("{s:i,s:O,s:O,s:i,s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:I,"
+			  "s:s,s:I,s:O,s:L,s:L}",
+			  "pid", s.pid, "alive", s.alive ? Py_True : Py_False,
+			  "closed", s.closed ? Py_True : Py_False, "rank", s.rank,
+			  "run", run, "capacity", (unsigned long long)s.capacity,
+			  "written", (unsigned long long)s.written,
+			  "read", (unsigned long long)s.read,
+			  "dropped", (unsigned long long)s.dropped,
+			  "overwritten", (unsigned long long)s.overwritten,
+			  "step", (unsigned long long)s.step, "epoch", s.epoch,
+			  "on_full", s.on_full >= 0 && s.on_full < 3 ?
 					on_full_names[s.on_full] : "?",
-			     "metrics", s.metrics,
-			     "drainer", s.drainer ? Py_True : Py_False,
-			     "step_wall_ns", (long long)s.step_wall_ns,
-			     "created_ns", (long long)s.created_ns);
+			  "metrics", s.metrics,
+			  "drainer", s.drainer ? Py_True : Py_False,
+			  "step_wall_ns", (long long)s.step_wall_ns,
+			  "created_ns", (long long)s.created_ns);
+	Py_DECREF(run);
+	return d;
 }
 
 static PyObject *Reader_get_closed(ReaderObject *self, void *c)

@@ -72,6 +72,9 @@ struct mring_reader {
 
 int _mring_path_resolve(const char *path, char *buf, size_t len);
 int _mring_name_check(const char *name);
+size_t _mring_utf8_char(const char *s, size_t n);
+bool _mring_utf8_valid(const char *s);
+size_t _mring_name_copy(char *dst, size_t size, const char *src);
 int _mring_owner_check(const struct stat *st);
 int _mring_lock_take(int fd, int byte);
 int _mring_lock_held(int fd, int byte);

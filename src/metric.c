@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * metric.c - registering metrics: validating names and flags, the
- * producer's private name -> id table, and publishing a metric slot.
+ * metric.c - registering metrics: validating names (UTF-8, no control
+ * characters) and flags, the producer's private name -> id table, and
+ * publishing a metric slot.
  */
 #include <errno.h>
 #include <math.h>
@@ -118,6 +119,9 @@ MRING_API int mring_metric(struct mring_writer *w, const char *name, unsigned fl
 	ret = _mring_name_check(name);
 	if (ret < 0)
 		return ret;
+	/* names end up in JSON, CSV, TensorBoard tags and Python str */
+	if (!_mring_utf8_valid(name))
+		return -EINVAL;
 	norm = flags_normalize(flags);
 	if (norm < 0)
 		return norm;

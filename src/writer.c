@@ -112,8 +112,14 @@ static int config_resolve(const struct mring_config *in, struct mring_config *c)
 		return -EINVAL;
 	if (c->flags & ~MRING_CFG_REPLACE)
 		return -EINVAL;
-	if (c->run)
-		return _mring_name_check(c->run);
+	if (c->run) {
+		int ret = _mring_name_check(c->run);
+
+		if (ret < 0)
+			return ret;
+		if (!_mring_utf8_valid(c->run))
+			return -EINVAL;
+	}
 	return 0;
 }
 
@@ -230,8 +236,13 @@ static void header_init(struct mring_writer *w, const struct mring_config *c,
 	id->created_ns = _mring_now_ns();
 	id->on_full = (uint32_t)c->on_full;
 	id->cfg_flags = c->flags;
-	/* run names longer than 63 bytes were refused; base names are cut */
-	snprintf(id->run, sizeof(id->run), "%.*s", MRING_NAME_MAX, run);
+	/*
+	 * An explicit run name was checked (UTF-8, 1..63 bytes).  A base
+	 * name is any bytes: readers get it as UTF-8 without control
+	 * characters ('?' for each bad byte), cut to 63 bytes between
+	 * characters, never inside one.
+	 */
+	_mring_name_copy(id->run, sizeof(id->run), run);
 	w->wall_ns = id->created_ns;
 	_mring_store_relaxed(&w->hdr->step_wall_ns, (uint64_t)id->created_ns);
 	_mring_store_relaxed(&w->hdr->state, _MRING_STATE_OPEN);

@@ -152,3 +152,108 @@ Test(metric, bad_ids_and_weights_log_nothing)
 	mring_reader_close(r);
 	mring_writer_close(w);
 }
+
+/*
+ * Names reach JSON, CSV, TensorBoard tags and Python str: a name must be
+ * well-formed UTF-8.  Each refusal must use up no id and publish no slot.
+ */
+static void expect_refused(struct mring_writer *w, const char *const *bad, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		cr_expect_eq(mring_metric(w, bad[i], MRING_ON_STEP), -EINVAL,
+			     "name %zu was accepted", i);
+}
+
+static void expect_accepted(struct mring_writer *w, const char *const *good, size_t n,
+			    int first_id)
+{
+	for (size_t i = 0; i < n; i++)
+		cr_expect_eq(mring_metric(w, good[i], MRING_ON_STEP), first_id + (int)i,
+			     "name %zu was refused", i);
+}
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+Test(metric, stray_bytes_are_refused_and_use_up_no_id)
+{
+	const char *name = seg_name("utf8stray");
+	struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
+	struct mring_reader *r;
+	static const char *const bad[] = {
+		"\x80", "loss\x80", "a\xbf" "b", "\xff", "\xfe", "loss\xff",
+		"latin1 caf\xe9",		/* ISO-8859-1, not UTF-8 */
+		"\xf8\x88\x80\x80\x80",		/* 5-byte form */
+		"\xfc\x84\x80\x80\x80\x80",	/* 6-byte form */
+	};
+	/* the first and last character of each sequence length */
+	static const char *const good[] = {
+		"\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80", "\xef\xbf\xbf",
+		"\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+	};
+	char buf[64];
+
+	expect_refused(w, bad, ARRAY_SIZE(bad));
+	r = open_reader(name, MRING_OBSERVE);
+	cr_expect_eq(mring_metric_count(r), 0, "a refused name published a slot");
+	expect_accepted(w, good, ARRAY_SIZE(good), 0);
+	cr_expect_eq(mring_metric_count(r), (int)ARRAY_SIZE(good));
+	CHECK_OK(mring_metric_info(r, 6, buf, sizeof(buf), NULL));
+	cr_expect_str_eq(buf, good[6]);
+	mring_reader_close(r);
+	mring_writer_close(w);
+}
+
+Test(metric, overlong_forms_are_refused)
+{
+	struct mring_writer *w = open_writer(seg_name("utf8overlong"), 64, MRING_FULL_DROP);
+	static const char *const bad[] = {
+		"\xc0\xaf", "\xc1\xbf", "\xc0\x80",	/* '/', U+007F, NUL in 2 bytes */
+		"\xe0\x80\xaf", "\xe0\x9f\xbf",		/* 3 bytes for < U+0800 */
+		"\xf0\x80\x80\xaf", "\xf0\x8f\xbf\xbf",	/* 4 bytes for < U+10000 */
+		"a/\xc0\xae\xc0\xae/b",			/* "../" smuggled */
+	};
+	/* the shortest forms of the same code points */
+	static const char *const good[] = { "/", "\xdf\xbf", "\xe0\xa0\x80", "\xef\xbf\xbf" };
+
+	expect_refused(w, bad, ARRAY_SIZE(bad));
+	expect_accepted(w, good, ARRAY_SIZE(good), 0);
+	mring_writer_close(w);
+}
+
+Test(metric, surrogates_and_code_points_above_10ffff_are_refused)
+{
+	struct mring_writer *w = open_writer(seg_name("utf8range"), 64, MRING_FULL_DROP);
+	static const char *const bad[] = {
+		"\xed\xa0\x80", "\xed\xaf\xbf",		/* high surrogates */
+		"\xed\xb0\x80", "\xed\xbf\xbf",		/* low surrogates */
+		"\xed\xa0\xbd\xed\xb8\x80",		/* a CESU-8 pair */
+		"\xf4\x90\x80\x80",			/* U+110000 */
+		"\xf5\x80\x80\x80", "\xf7\xbf\xbf\xbf",	/* lead bytes past F4 */
+	};
+	/* either side of the surrogates, and the last code point */
+	static const char *const good[] = { "\xed\x9f\xbf", "\xee\x80\x80", "\xf4\x8f\xbf\xbf" };
+
+	expect_refused(w, bad, ARRAY_SIZE(bad));
+	expect_accepted(w, good, ARRAY_SIZE(good), 0);
+	mring_writer_close(w);
+}
+
+Test(metric, truncated_sequences_are_refused)
+{
+	struct mring_writer *w = open_writer(seg_name("utf8trunc"), 64, MRING_FULL_DROP);
+	static const char *const bad[] = {
+		"\xc3", "x\xe2\x82", "\xf0\x9f\x98", "\xf0\x9f",
+		"\xe2\x82x", "\xf0\x9f\x98 ok", "\xc3\xc3\xa9",
+	};
+	char cut[64], whole[64];
+
+	expect_refused(w, bad, ARRAY_SIZE(bad));
+	/* 63 bytes ending inside a character: a name cut by the caller */
+	memset(cut, 'a', 62);
+	memcpy(cut + 62, "\xc3", 2);
+	cr_expect_eq(mring_metric(w, cut, MRING_ON_STEP), -EINVAL);
+	memset(whole, 'a', 61);
+	memcpy(whole + 61, "\xc3\xa9", 3);
+	cr_expect_eq(mring_metric(w, whole, MRING_ON_STEP), 0, "63 bytes, whole characters");
+	mring_writer_close(w);
+}

@@ -345,3 +345,107 @@ Test(writer, a_forked_child_does_not_keep_a_dead_producer_alive)
 	close(hold[1]);		/* release the worker */
 	mring_reader_close(r);
 }
+
+/* ---- run names are UTF-8 ------------------------------------------------ */
+
+static bool utf8_ok(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (*p) {
+		int len = *p < 0x80 ? 1 : *p >= 0xc2 && *p < 0xe0 ? 2 :
+			  *p >= 0xe0 && *p < 0xf0 ? 3 : *p >= 0xf0 && *p < 0xf5 ? 4 : 0;
+
+		if (!len)
+			return false;
+		for (int i = 1; i < len; i++)
+			if ((p[i] & 0xc0) != 0x80)
+				return false;
+		p += len;
+	}
+	return true;
+}
+
+/* Open a writer at @dir/@base, read its run name into @run, remove it. */
+static int run_of(const char *dir, const char *base, const struct mring_config *cfg,
+		  char run[64])
+{
+	struct mring_writer *w = NULL;
+	struct mring_reader *r;
+	struct mring_status st;
+	char path[512];
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, base);
+	ret = mring_writer_open(path, cfg, &w);
+	if (ret < 0)
+		return ret;
+	r = open_reader(path, MRING_OBSERVE);
+	CHECK_OK(mring_status_read(r, &st));
+	memcpy(run, st.run, 64);
+	mring_reader_close(r);
+	mring_writer_close(w);
+	unlink(path);
+	return 0;
+}
+
+Test(writer, a_run_name_that_is_not_utf8_is_refused)
+{
+	const char *name = seg_name("badrun");
+	static const char *const bad[] = {
+		"exp\xff", "caf\xe9", "\xc0\xae\xc0\xae", "\xed\xa0\x80",
+		"\xf4\x90\x80\x80", "run \xe2\x82",
+	};
+	struct mring_config cfg = { .capacity = 64 };
+	struct mring_writer *w = (struct mring_writer *)1;
+	char run[64];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cfg.run = bad[i];
+		cr_expect_eq(mring_writer_open(name, &cfg, &w), -EINVAL, "run %zu", i);
+		cr_expect_null(w, "run %zu leaves *out NULL", i);
+		cr_expect_neq(access(seg_path, F_OK), 0, "run %zu created a file", i);
+	}
+	cfg.run = "lr=3e-5 \xce\xb7 \xf0\x9f\x9a\x80";
+	cr_assert_eq(run_of(getenv("MRING_DIR") && *getenv("MRING_DIR") ?
+			    getenv("MRING_DIR") : "/dev/shm", name, &cfg, run), 0);
+	cr_expect_str_eq(run, cfg.run, "UTF-8 run names reach readers unchanged");
+}
+
+Test(writer, a_long_segment_name_gives_a_run_name_cut_between_characters)
+{
+	static const char *const chars[] = { "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80" };
+	char dir[] = "/tmp/mring-cut-XXXXXX", base[128], run[64], want[64];
+
+	cr_assert_not_null(mkdtemp(dir));
+	for (size_t c = 0; c < 3; c++) {
+		size_t clen = strlen(chars[c]);
+
+		/* the character starts anywhere from byte 58 to 63 */
+		for (size_t pad = 58; pad <= 63; pad++) {
+			memset(base, 'a', pad);
+			snprintf(base + pad, sizeof(base) - pad, "%s%s-tail", chars[c], chars[c]);
+			cr_assert_eq(run_of(dir, base, NULL, run), 0);
+			/* whole characters only, as many as fit in 63 bytes */
+			memcpy(want, base, 64);
+			want[63 >= pad + 2 * clen ? 63 : 63 >= pad + clen ? pad + clen : pad] = '\0';
+			cr_expect(utf8_ok(run), "char %zu at %zu: run is not UTF-8", c, pad);
+			cr_expect_str_eq(run, want, "char %zu at %zu", c, pad);
+		}
+	}
+	rmdir(dir);
+}
+
+Test(writer, a_segment_name_with_bad_bytes_gives_a_text_run_name)
+{
+	char dir[] = "/tmp/mring-bytes-XXXXXX", run[64];
+
+	cr_assert_not_null(mkdtemp(dir));
+	/* a file name is any bytes but '/' and NUL */
+	cr_assert_eq(run_of(dir, "caf\xe9_\xff\xfe_\xc0\xae_tab\there_\xe2\x82\xac", NULL,
+			    run), 0);
+	cr_expect_str_eq(run, "caf?_??_??_tab?here_\xe2\x82\xac");
+	cr_assert_eq(run_of(dir, "cut\xe2\x82", NULL, run), 0);
+	cr_expect_str_eq(run, "cut??", "a truncated character is two bad bytes");
+	rmdir(dir);
+}

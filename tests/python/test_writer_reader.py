@@ -415,3 +415,49 @@ def test_crash_is_not_closed(tmp_path):
 def test_strerror_and_constants():
     assert "ring full" in mring.strerror(-errno.ENOBUFS)
     assert mring.ON_STEP == 1 and mring.ON_EPOCH == 2 and mring.NAME_MAX == 63
+
+
+def _patch(path, old, new):
+    """Overwrite the one occurrence of @old in the file with @new (same length)."""
+    assert len(old) == len(new)
+    data = path.read_bytes()
+    assert data.count(old) == 1
+    with open(path, "r+b") as f:
+        f.seek(data.index(old))
+        f.write(new)
+
+
+def test_foreign_bytes_in_names_never_raise(mring_dir):
+    # what a producer other than this library (or a corrupt file) may hold:
+    # readers treat every byte as untrusted and decode with "replace"
+    with mring.Writer("foreign", capacity=64, run="RUNxxxxMARK") as w:
+        w.step(0)
+        w.metric("METRICxMARK").log(1.5)
+    bad_run = b"RUN\xff\xed\xa0\x80MARK"        # stray byte, surrogate
+    bad_name = b"METRIC\xc0\xafARK"             # overlong "/", same length
+    _patch(mring_dir / "foreign", b"RUNxxxxMARK", bad_run)
+    _patch(mring_dir / "foreign", b"METRICxMARK", bad_name)
+    name = bad_name.decode("utf-8", "replace")
+    assert "\ufffd" in name
+    r = mring.Reader("foreign")
+    assert r.status()["run"] == bad_run.decode("utf-8", "replace")
+    assert list(r.metrics()) == [name]
+    assert [e.metric for e in r.read() if e.kind == "value"] == [name]
+    assert r.stats(name)["last"] == 1.5 and r.stats(0)["last"] == 1.5
+    r.close()
+
+
+def test_run_name_cut_inside_a_character_never_raises(mring_dir):
+    # a segment written before run names were cut between characters
+    with mring.Writer("cutrun", capacity=64, run="a" * 63):
+        pass
+    _patch(mring_dir / "cutrun", b"a" * 63 + b"\0", b"a" * 62 + b"\xc3\0")
+    with mring.Reader("cutrun") as r:
+        assert r.status()["run"] == "a" * 62 + "\ufffd"
+
+
+def test_default_run_name_is_cut_between_characters(mring_dir):
+    # 62 bytes, then a 2-byte character across the 63-byte limit
+    with mring.Writer("a" * 62 + "\u00e9xyz", capacity=64):
+        with mring.Reader("a" * 62 + "\u00e9xyz") as r:
+            assert r.status()["run"] == "a" * 62

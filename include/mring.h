@@ -101,6 +101,13 @@ extern "C" {
 				 * its epoch weight (sum of weights), so that
 				 * readers can combine ranks exactly */
 
+/* struct mring_event.flags */
+#define MRING_EVF_OVERRUN    (1u << 0)	/* LOST: the records at positions
+					 * [seq, seq + value) were overwritten
+					 * unread; the next event is at
+					 * seq + value.  Without it a LOST
+					 * event holds one position. */
+
 /* Limits */
 #define MRING_NAME_MAX       63	/* bytes in a metric or run name */
 #define MRING_MAX_METRICS    65535u
@@ -133,7 +140,7 @@ struct mring_event {
 	int32_t metric;		/* metric id, or -1 */
 	uint64_t step;		/* step current when logged */
 	uint32_t epoch;		/* epoch current when logged */
-	uint32_t reserved;
+	uint32_t flags;		/* MRING_EVF_* */
 	int64_t wall_ns;	/* ns since the Unix epoch, of the step */
 	double value;		/* LOST: how many records were lost here */
 };

@@ -287,7 +287,7 @@ static int rec_decode(struct mring_reader *r, const struct rec_copy *c,
 	ev->kind = kind;
 	ev->step = c->step;
 	ev->epoch = (uint32_t)(c->meta >> 32);
-	ev->reserved = 0;
+	ev->flags = 0;
 	ev->wall_ns = (int64_t)c->wall;
 	ev->value = value;
 	return 0;
@@ -399,6 +399,7 @@ MRING_API int mring_read(struct mring_reader *r, struct mring_event *ev, int max
 					ev[gap].value += (double)(next - r->pos);
 				} else {
 					lost_event(r, &ev[n], r->pos, next - r->pos);
+					ev[n].flags = MRING_EVF_OVERRUN;
 					gap = n++;
 				}
 				r->lost += next - r->pos;

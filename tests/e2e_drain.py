@@ -658,9 +658,11 @@ def test_an_output_added_later_starts_at_the_drain_position(env):
 
 def test_unwritable_output_keeps_records_in_the_ring(env):
     env.producer("run", 50, 0, 0).wait()
-    r = env.mring("drain", "--jsonl", env.path("no-such-dir", "out.jsonl"), "run")
+    with open(env.path("a-file"), "w") as f:
+        f.write("not a directory\n")
+    r = env.mring("drain", "--jsonl", env.path("a-file", "out.jsonl"), "run")
     assert r.returncode == 2, r.stderr
-    assert "No such file" in r.stderr
+    assert "Not a directory" in r.stderr and "a-file" in r.stderr, r.stderr
     st = env.mring("stat", "run").stdout
     assert " read 0 " in st, st
     r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "run")

@@ -282,7 +282,7 @@ static void check_events(struct mring_reader *r, const struct mring_event *ev,
 		default:
 			CHECK(e->metric == -1);
 		}
-		CHECK(e->reserved == 0);
+		CHECK(e->flags == (e->kind == MRING_EV_LOST && e->flags ? MRING_EVF_OVERRUN : 0));
 		/* seq strictly increasing, across calls too */
 		if (p->nevents)
 			CHECK(e->seq > p->last_seq);

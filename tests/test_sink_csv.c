@@ -73,6 +73,9 @@ static int put(struct sink *s, enum row_kind kind, uint64_t step, uint32_t epoch
 	return sink_csv_ops.write(s, &r);
 }
 
+/* a sink_state freed at the end of its scope */
+#define STATE	__attribute__((cleanup(sink_state_clear))) struct sink_state
+
 #define KEYS(...)	((const char *const[]){ __VA_ARGS__ })
 #define VALS(...)	((const double[]){ __VA_ARGS__ })
 #define NARGS(...)	((int)(sizeof((const char *const[]){ __VA_ARGS__ }) / sizeof(char *)))
@@ -233,7 +236,7 @@ static void check_file(const char *path)
 Test(sink_csv, sparse_rows_lightning_layout)
 {
 	const char *dir = csv_dir(), *path = csv_file(dir);
-	struct sink_state st;
+	STATE st = { 0 };
 	struct sink *s = open_ok(dir, NULL);
 
 	cr_assert_str_eq(sink_csv_ops.path(s), path);
@@ -264,7 +267,7 @@ Test(sink_csv, sparse_rows_lightning_layout)
 Test(sink_csv, header_quotes_commas_and_quotes)
 {
 	const char *dir = csv_dir(), *path = csv_file(dir);
-	struct sink_state st;
+	STATE st = { 0 };
 	struct sink *s = open_ok(dir, NULL);
 
 	PUT_OK(s, 1, 0, KEYS("x", "a,b", "say \"hi\""), VALS(1, 2, 3));
@@ -290,7 +293,7 @@ Test(sink_csv, header_quotes_commas_and_quotes)
 Test(sink_csv, new_key_mid_order_rewrites_once)
 {
 	const char *dir = csv_dir(), *path = csv_file(dir);
-	struct sink_state st;
+	STATE st = { 0 };
 	struct sink *s = open_ok(dir, NULL);
 	char tmp[200];
 	ino_t ino1, ino2;
@@ -338,7 +341,7 @@ Test(sink_csv, new_key_mid_order_rewrites_once)
 Test(sink_csv, nan_and_inf)
 {
 	const char *dir = csv_dir(), *path = csv_file(dir);
-	struct sink_state st;
+	STATE st = { 0 };
 	struct sink *s = open_ok(dir, NULL);
 	/* bits as Python's float() produces them (NaN sign and payload dropped) */
 	union { uint64_t u; double d; } b[4] = { { 0x7ff8000000000000ull },
@@ -366,7 +369,7 @@ Test(sink_csv, numbers_round_trip_shortest)
 			       "4.94065645841247e-324", "0.30000000000000004",
 			       "1.7976931348623157e+308", "100", "1e+22",
 			       "2.2250738585072014e-308", "1.2345678901234568e+17" };
-	struct sink_state st;
+	STATE st = { 0 };
 	struct sink *s = open_ok(dir, NULL);
 	char want[512] = "epoch,step,v0,v1,v2,v3,v4,v5,v6,v7,v8,v9\n0,7";
 	struct cell c[12];
@@ -393,7 +396,7 @@ Test(sink_csv, numbers_round_trip_shortest)
 Test(sink_csv, rank_and_lost_columns)
 {
 	const char *dir = csv_dir(), *path = csv_file(dir);
-	struct sink_state st;
+	STATE st = { 0 };
 	struct sink *s = open_ok(dir, NULL);
 	struct row lost = { .kind = ROW_LOST, .step = 5, .epoch = 0, .rank = 3, .lost = 7 };
 
@@ -438,7 +441,7 @@ static struct sink *two_rows(const char *dir, struct sink_state *st)
 Test(sink_csv, resume_drops_uncommitted_rows)
 {
 	const char *dir = csv_dir(), *path = csv_file(dir);
-	struct sink_state st1, st;
+	STATE st1 = { 0 }, st = { 0 };
 	struct sink *s = two_rows(dir, &st1);
 	ino_t ino = file_ino(path);
 
@@ -464,7 +467,7 @@ Test(sink_csv, resume_drops_uncommitted_rows)
 Test(sink_csv, resume_after_sigkill)
 {
 	const char *dir = csv_dir(), *path = csv_file(dir);
-	struct sink_state st1, st;
+	STATE st1 = { 0 }, st = { 0 };
 	struct sink *s = two_rows(dir, &st1);
 	pid_t pid;
 	int ws;
@@ -508,7 +511,7 @@ Test(sink_csv, resume_after_sigkill)
 Test(sink_csv, resume_after_rewrite_before_state_saved)
 {
 	const char *dir = csv_dir(), *path = csv_file(dir);
-	struct sink_state st1, st2, st;
+	STATE st1 = { 0 }, st2 = { 0 }, st = { 0 };
 	struct sink *s = two_rows(dir, &st1);
 
 	PUT_OK(s, 3, 0, KEYS("acc", "loss"), VALS(0.75, 0.125));
@@ -547,7 +550,8 @@ Test(sink_csv, resume_accepts_rewritten_file_as_is)
 	const char *dir = csv_dir(), *path = csv_file(dir);
 	const char *old = "epoch,loss,step\n0,0.5,1\n0,0.25,2\n";
 	const char *now = "acc,epoch,loss,step\n,0,0.5,1\n,0,0.25,2\n";
-	struct sink_state st1 = { .size = strlen(old), .extra = "epoch,loss,step" }, st;
+	struct sink_state st1 = { .size = strlen(old), .extra = "epoch,loss,step" };
+	STATE st = { 0 };
 	struct sink *s;
 	FILE *f;
 
@@ -576,7 +580,7 @@ Test(sink_csv, resume_accepts_rewritten_file_as_is)
 Test(sink_csv, resume_after_overflow_rewrite)
 {
 	const char *dir = csv_dir(), *path = csv_file(dir);
-	struct sink_state st1, st;
+	STATE st1 = { 0 }, st = { 0 };
 	struct sink *s = two_rows(dir, &st1);
 	ino_t ino = file_ino(path);
 
@@ -601,7 +605,7 @@ Test(sink_csv, resume_after_overflow_rewrite)
 Test(sink_csv, resume_quoted_header_after_rewrite)
 {
 	const char *dir = csv_dir(), *path = csv_file(dir);
-	struct sink_state st1, st2, st;
+	STATE st1 = { 0 }, st2 = { 0 }, st = { 0 };
 	struct sink *s = open_ok(dir, NULL);
 
 	PUT_OK(s, 1, 0, KEYS("q\"1,", "z"), VALS(1, 2));
@@ -625,7 +629,8 @@ Test(sink_csv, resume_quoted_header_after_rewrite)
 Test(sink_csv, open_refuses_and_checks)
 {
 	const char *dir = csv_dir(), *path = csv_file(dir);
-	struct sink_state st1, st0 = { 0 }, bad;
+	STATE st1 = { 0 }, st0 = { 0 };
+	struct sink_state bad;		/* borrows st1's text: not freed */
 	struct sink *s = two_rows(dir, &st1), *t = NULL;
 
 	sink_csv_ops.close(s);
@@ -633,7 +638,7 @@ Test(sink_csv, open_refuses_and_checks)
 
 	/* not a superset of the committed columns: someone else's file */
 	bad = st1;
-	strcpy(bad.extra, "epoch,other,step");
+	bad.extra = "epoch,other,step";
 	cr_assert_eq(sink_csv_ops.open(&t, dir, &bad), -EBADMSG);
 	/* shorter than committed */
 	bad = st1;
@@ -655,12 +660,8 @@ Test(sink_csv, open_refuses_and_checks)
 Test(sink_csv, bad_keys_leave_header_alone)
 {
 	const char *dir = csv_dir();
-	struct sink_state st;
+	STATE st = { 0 };
 	struct sink *s = open_ok(dir, NULL);
-	static char names[1200][64];
-	const char *k[1];
-	double v[1] = { 1 };
-	int i, err = 0;
 
 	cr_assert_eq(put(s, ROW_STEP, 1, 0, -1, 1, KEYS(""), VALS(1)), -EINVAL);
 	cr_assert_eq(put(s, ROW_STEP, 1, 0, -1, 1, KEYS("step"), VALS(1)), -EINVAL);
@@ -670,23 +671,13 @@ Test(sink_csv, bad_keys_leave_header_alone)
 	cr_assert_eq(put(s, ROW_STEP, 1, 0, -1, 3, KEYS("y", "x", "x"), VALS(1, 2, 3)), -EINVAL);
 	commit_ok(s, &st);
 	cr_assert_str_eq(st.extra, "epoch,step,x");
-
-	/* the header must fit in the drain state */
-	for (i = 0; i < 1200 && !err; i++) {
-		snprintf(names[i], sizeof(names[i]), "k%04d_%056d", i, 0);
-		k[0] = names[i];
-		err = put(s, ROW_STEP, 2, 0, -1, 1, k, v);
-	}
-	cr_assert_eq(err, -E2BIG);
-	commit_ok(s, &st);
-	cr_assert_lt(strlen(st.extra), sizeof(st.extra));
 	sink_csv_ops.close(s);
 }
 
 Test(sink_csv, write_error_truncates_to_commit)
 {
 	const char *dir = csv_dir(), *path = csv_file(dir);
-	struct sink_state st1, st;
+	STATE st1 = { 0 }, st = { 0 };
 	struct sink *s = two_rows(dir, &st1);
 	struct rlimit old, lim;
 	int err = 0;
@@ -712,4 +703,237 @@ Test(sink_csv, write_error_truncates_to_commit)
 	EX_ROW(I("epoch", 0), D("loss", 0.5), I("step", 1));
 	EX_ROW(I("epoch", 0), D("loss", 0.25), I("step", 2));
 	check_file(path);
+}
+
+/* ---- a shared directory: symlinks, leftovers, a second drain ---- */
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert(f, "%s: %s", path, strerror(errno));
+	fputs(text, f);
+	cr_assert_eq(fclose(f), 0);
+}
+
+/* A victim file outside the CSV directory, holding @text. */
+static const char *victim(const char *text)
+{
+	static char path[128];
+
+	snprintf(path, sizeof(path), "%s/victim", tmp_root);
+	write_file(path, text);
+	return path;
+}
+
+static bool is_symlink(const char *path)
+{
+	struct stat sb;
+
+	return lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode);
+}
+
+Test(sink_csv, symlink_at_metrics_csv_is_refused)
+{
+	const char *dir = csv_dir(), *path = csv_file(dir);
+	STATE st1 = { 0 };
+	struct sink *s = two_rows(dir, &st1), *t = NULL;
+	const char *v;
+
+	sink_csv_ops.close(s);
+
+	/*
+	 * Resume: metrics.csv replaced by a link to a file that looks like
+	 * it plus a row.  Followed, the resume would cut the target back.
+	 */
+	v = victim("epoch,loss,step\n0,0.5,1\n0,0.25,2\n0,9,9\n");
+	cr_assert_eq(unlink(path), 0);
+	cr_assert_eq(symlink(v, path), 0);
+	cr_assert_eq(sink_csv_ops.open(&t, dir, &st1), -ELOOP);
+	cr_assert_str_eq(slurp(v), "epoch,loss,step\n0,0.5,1\n0,0.25,2\n0,9,9\n");
+
+	/* nothing committed yet: would be created or cut to 0 */
+	st1.size = 0;
+	cr_assert_eq(sink_csv_ops.open(&t, dir, &st1), -ELOOP);
+	cr_assert_str_eq(slurp(v), "epoch,loss,step\n0,0.5,1\n0,0.25,2\n0,9,9\n");
+
+	/* fresh, to an empty target: would be taken as an empty leftover */
+	v = victim("");
+	cr_assert_eq(sink_csv_ops.open(&t, dir, NULL), -ELOOP);
+	cr_assert_null(t);
+	cr_assert_eq(file_size(v), 0);
+	cr_assert(is_symlink(path));
+}
+
+/* Planted after open, so the stale-file removal at open does not help. */
+Test(sink_csv, symlink_at_temp_file_is_not_followed)
+{
+	const char *dir = csv_dir(), *path = csv_file(dir);
+	STATE st1 = { 0 }, st = { 0 };
+	struct sink *s = two_rows(dir, &st1);
+	const char *v = victim("precious\n");
+	char tmp[200];
+
+	snprintf(tmp, sizeof(tmp), "%s/.metrics.csv.tmp", dir);
+	cr_assert_eq(symlink(v, tmp), 0);
+	PUT_OK(s, 3, 0, KEYS("acc"), VALS(0.75));	/* a new key: rewrite */
+	commit_ok(s, &st);
+	sink_csv_ops.close(s);
+
+	cr_assert_str_eq(slurp(v), "precious\n");
+	cr_assert(!is_symlink(path), "metrics.csv is the planted link");
+	cr_assert(access(tmp, F_OK) != 0 && !is_symlink(tmp), "temporary name left behind");
+	cr_assert_str_eq(slurp(path), "acc,epoch,loss,step\n,0,0.5,1\n,0,0.25,2\n0.75,0,,3\n");
+	cr_assert_eq(st.size, (uint64_t)file_size(path));
+}
+
+/* A drain killed between creating metrics.csv and recording it. */
+Test(sink_csv, fresh_open_reuses_empty_file_only)
+{
+	const char *dir = csv_dir(), *path = csv_file(dir);
+	STATE st = { 0 };
+	struct sink *s, *t = NULL;
+
+	cr_assert_eq(mkdir_p(dir), 0);
+	write_file(path, "");
+	s = open_ok(dir, NULL);
+	PUT_OK(s, 1, 0, KEYS("loss"), VALS(0.5));
+	commit_ok(s, &st);
+	sink_csv_ops.close(s);
+	cr_assert_str_eq(slurp(path), "epoch,loss,step\n0,0.5,1\n");
+
+	/* not empty: someone's data */
+	cr_assert_eq(sink_csv_ops.open(&t, dir, NULL), -EEXIST);
+	cr_assert_str_eq(slurp(path), "epoch,loss,step\n0,0.5,1\n");
+
+	/* empty but another user's: not ours to take */
+	if (geteuid() == 0) {
+		write_file(path, "");
+		cr_assert_eq(chown(path, 65534, 65534), 0);
+		cr_assert_eq(sink_csv_ops.open(&t, dir, NULL), -EEXIST);
+	}
+}
+
+/* Empty, but a live drain has it open: a second one must not share it. */
+Test(sink_csv, second_drain_on_same_output_is_busy)
+{
+	const char *dir = csv_dir(), *path = csv_file(dir);
+	STATE st = { 0 }, st2 = { 0 };
+	struct sink *s = open_ok(dir, NULL), *t = NULL;
+
+	cr_assert_eq(file_size(path), 0);
+	cr_assert_eq(sink_csv_ops.open(&t, dir, NULL), -EBUSY);
+	PUT_OK(s, 1, 0, KEYS("loss"), VALS(0.5));
+	commit_ok(s, &st);
+	cr_assert_eq(sink_csv_ops.open(&t, dir, &st), -EBUSY);
+	/* a rewrite hands the lock on to the new file */
+	PUT_OK(s, 2, 0, KEYS("acc"), VALS(1));
+	commit_ok(s, &st2);
+	cr_assert_eq(sink_csv_ops.open(&t, dir, &st2), -EBUSY);
+	sink_csv_ops.close(s);
+	s = open_ok(dir, &st2);
+	sink_csv_ops.close(s);
+	cr_assert_null(t);
+}
+
+Test(sink_csv, dir_that_is_a_file_is_enotdir)
+{
+	const char *dir = csv_dir();
+	char file[160], under[200];
+	struct sink *t = NULL;
+
+	snprintf(file, sizeof(file), "%s/plain", tmp_root);
+	write_file(file, "x");
+	snprintf(under, sizeof(under), "%s/sub", file);
+	cr_assert_eq(sink_csv_ops.open(&t, file, NULL), -ENOTDIR);
+	cr_assert_eq(sink_csv_ops.open(&t, under, NULL), -ENOTDIR);
+	cr_assert_null(t);
+	(void)dir;
+}
+
+/* ---- a header of any length ---- */
+
+#define NBIG	1100
+
+/* Key i of the big header: 72 bytes, in sorted order with i. */
+static const char *big_key(int i)
+{
+	static char names[NBIG][80];
+
+	if (!names[i][0])
+		snprintf(names[i], sizeof(names[i]), "k%04d_layer.attention.output.dense.weight.grad_norm_%016d",
+			 i, i);
+	return names[i];
+}
+
+/* "epoch,<NBIG keys>,step" (and ",zz" when @zz), built here. */
+static char *big_header(bool zz)
+{
+	struct buf b = { 0 };
+
+	buf_puts(&b, "epoch");
+	for (int i = 0; i < NBIG; i++) {
+		buf_putc(&b, ',');
+		buf_puts(&b, big_key(i));
+	}
+	buf_puts(&b, zz ? ",step,zz" : ",step");
+	buf_putc(&b, '\0');
+	cr_assert(!b.oom);
+	return b.p;
+}
+
+static void put_big(struct sink *s, uint64_t step)
+{
+	static const char *keys[NBIG];
+	static double vals[NBIG];
+
+	for (int i = 0; i < NBIG; i++) {
+		keys[i] = big_key(i);
+		vals[i] = i;
+	}
+	cr_assert_eq(put(s, ROW_STEP, step, 0, -1, NBIG, keys, vals), 0);
+}
+
+Test(sink_csv, header_over_64k_commits_and_resumes)
+{
+	const char *dir = csv_dir(), *path = csv_file(dir);
+	char *hdr = big_header(false), *hdr_zz = big_header(true);
+	STATE st1 = { 0 }, st2 = { 0 }, st = { 0 };
+	struct sink *s = open_ok(dir, NULL);
+	const char *text;
+
+	cr_assert_gt(strlen(hdr), 65536);
+	put_big(s, 1);
+	commit_ok(s, &st1);
+	cr_assert_str_eq(st1.extra, hdr);
+	cr_assert_eq(st1.size, (uint64_t)file_size(path));
+	sink_csv_ops.close(s);
+
+	/* resume, one more row */
+	s = open_ok(dir, &st1);
+	put_big(s, 2);
+	commit_ok(s, &st2);
+	cr_assert_str_eq(st2.extra, hdr);
+	/* a new key: rewritten under an even longer header, then "killed" */
+	PUT_OK(s, 3, 0, KEYS("zz"), VALS(3));
+	commit_ok(s, &st);
+	cr_assert_str_eq(st.extra, hdr_zz);
+	sink_csv_ops.close(s);
+
+	/* resume from before the rewrite: the committed prefix is found */
+	s = open_ok(dir, &st2);
+	commit_ok(s, &st);
+	sink_csv_ops.close(s);
+	cr_assert_str_eq(st.extra, hdr_zz);
+	text = slurp(path);
+	cr_assert_eq(strncmp(text, hdr_zz, strlen(hdr_zz)), 0);
+	cr_assert_eq(text[strlen(hdr_zz)], '\n');
+	/* two rows of NBIG + 3 cells, ending in ",1," and ",2," (step, zz) */
+	text += strlen(hdr_zz) + 1;
+	cr_assert_eq(strncmp(text, "0,0,1,2,", 8), 0);
+	cr_assert(strstr(text, ",1099,1,\n0,0,1,2,"), "row 1 not whole");
+	cr_assert_eq(strcmp(text + strlen(text) - 9, ",1099,2,\n"), 0);
+	cr_assert_eq(st.size, (uint64_t)file_size(path));
+	free(hdr);
+	free(hdr_zz);
 }

@@ -12,6 +12,7 @@
 #include "../src/tool/sink_tfevents.c"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <math.h>
 #include <signal.h>
@@ -41,6 +42,9 @@ static void rm_tmpdir(void)
 	if (tmpdir[0])
 		nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+/* a sink_state freed at the end of its scope */
+#define STATE	__attribute__((cleanup(sink_state_clear))) struct sink_state
 
 TestSuite(sink_tfevents, .init = mk_tmpdir, .fini = rm_tmpdir);
 
@@ -174,7 +178,7 @@ Test(sink_tfevents, rows_verified)
 	static const double vr[] = { -2.0, 1e-3 };
 	static const char *const ke[] = { "val_loss_epoch" };
 	static const double ve[] = { 0.25 };
-	struct sink_state st;
+	STATE st = { 0 };
 	struct sink *s;
 	char want_base[4600];
 	const char *want =
@@ -220,7 +224,7 @@ Test(sink_tfevents, rows_verified)
 /* The verifier is not vacuous: one flipped payload byte fails it. */
 Test(sink_tfevents, verifier_catches_corruption)
 {
-	struct sink_state st;
+	STATE st = { 0 };
 	struct sink *s;
 	char *out;
 	int rc, fd;
@@ -257,7 +261,7 @@ static void put_rows(struct sink *s, uint64_t from, int n)
 
 Test(sink_tfevents, resume_drops_uncommitted_tail)
 {
-	struct sink_state st, st2;
+	STATE st = { 0 }, st2 = { 0 };
 	struct sink *s;
 	char path[512], *want;
 	size_t wlen;
@@ -298,7 +302,8 @@ Test(sink_tfevents, resume_drops_uncommitted_tail)
 
 Test(sink_tfevents, resume_errors)
 {
-	struct sink_state st, bad;
+	STATE st = { 0 };
+	struct sink_state bad;		/* texts not owned */
 	struct sink *s;
 	char path[512];
 
@@ -315,11 +320,13 @@ Test(sink_tfevents, resume_errors)
 
 	/* not a plain tfevents basename */
 	bad = st;
-	strcpy(bad.extra, "../events.out.tfevents.x");
+	bad.extra = "../events.out.tfevents.x";
 	cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, &bad), -EINVAL);
-	strcpy(bad.extra, "");
+	bad.extra = "";
 	cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, &bad), -EINVAL);
-	strcpy(bad.extra, "metrics.csv");
+	bad.extra = NULL;
+	cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, &bad), -EINVAL);
+	bad.extra = "metrics.csv";
 	cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, &bad), -EINVAL);
 
 	/* missing */
@@ -374,7 +381,7 @@ static void fsize_limit(rlim_t soft)
  */
 Test(sink_tfevents, write_error_rolls_back)
 {
-	struct sink_state st, st2;
+	STATE st = { 0 }, st2 = { 0 };
 	struct sink *s;
 	char path[512], *want;
 	size_t wlen;
@@ -391,9 +398,10 @@ Test(sink_tfevents, write_error_rolls_back)
 	/* failing commit: st2 must stay untouched */
 	fsize_limit(st.size + 100);
 	put_rows(s, 10, 20);
-	memset(&st2, 0x5a, sizeof(st2));
+	st2.size = 0x5a5a5a5a5a5a5a5aull;
 	cr_assert_eq(sink_tfevents_ops.commit(s, &st2), -EFBIG);
 	cr_assert_eq(st2.size, 0x5a5a5a5a5a5a5a5aull);
+	cr_assert_null(st2.extra);
 	cr_assert_eq(file_size(path), st.size);
 
 	/* failing flush from write() */
@@ -413,4 +421,187 @@ Test(sink_tfevents, write_error_rolls_back)
 	fclose(w);
 	expect_verifier(path, "", want);
 	free(want);
+}
+
+/* --- a shared directory: symlinks, leftovers, a second drain --- */
+
+static char *slurp(const char *p, size_t *len)
+{
+	char *text = NULL;
+	FILE *f = fopen(p, "r"), *o = open_memstream(&text, len);
+	int c;
+
+	cr_assert_not_null(f, "%s: %s", p, strerror(errno));
+	while ((c = fgetc(f)) != EOF)
+		fputc(c, o);
+	fclose(f);
+	fclose(o);
+	return text;
+}
+
+static void copy_file(const char *from, const char *to, const char *tail)
+{
+	size_t len;
+	char *text = slurp(from, &len);
+	FILE *f = fopen(to, "w");
+
+	cr_assert_not_null(f);
+	fwrite(text, 1, len, f);
+	fputs(tail, f);
+	cr_assert_eq(fclose(f), 0);
+	free(text);
+}
+
+Test(sink_tfevents, symlink_at_event_file_is_refused)
+{
+	STATE st = { 0 };
+	struct sink *s;
+	char path[512], v[512];
+	size_t before, after;
+	char *a, *b;
+
+	cr_assert_eq(sink_tfevents_ops.open(&s, subdir("tb"), NULL), 0);
+	put_rows(s, 1, 3);
+	cr_assert_eq(sink_tfevents_ops.commit(s, &st), 0);
+	snprintf(path, sizeof(path), "%s", sink_tfevents_ops.path(s));
+	sink_tfevents_ops.close(s);
+
+	/* a link to a file longer than the commit: followed, it is cut back */
+	snprintf(v, sizeof(v), "%s", subdir("victim"));
+	copy_file(path, v, "and more that is not ours to cut");
+	cr_assert_eq(unlink(path), 0);
+	cr_assert_eq(symlink(v, path), 0);
+	a = slurp(v, &before);
+	cr_assert_eq(sink_tfevents_ops.open(&s, subdir("tb"), &st), -ELOOP);
+	cr_assert_null(s);
+	b = slurp(v, &after);
+	cr_assert_eq(after, before);
+	cr_assert_arr_eq(a, b, before);
+	free(a);
+	free(b);
+}
+
+Test(sink_tfevents, second_drain_on_same_file_is_busy)
+{
+	STATE st = { 0 };
+	struct sink *s, *t;
+
+	cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, NULL), 0);
+	put_rows(s, 1, 2);
+	cr_assert_eq(sink_tfevents_ops.commit(s, &st), 0);
+	cr_assert_eq(sink_tfevents_ops.open(&t, tmpdir, &st), -EBUSY);
+	cr_assert_null(t);
+	sink_tfevents_ops.close(s);
+	cr_assert_eq(sink_tfevents_ops.open(&t, tmpdir, &st), 0);
+	sink_tfevents_ops.close(t);
+}
+
+/* Event files in @dir, names sorted, one per line. */
+static char *event_files(const char *dir)
+{
+	struct dirent **list;
+	char *out = NULL;
+	size_t len = 0;
+	FILE *o = open_memstream(&out, &len);
+	int n = scandir(dir, &list, NULL, alphasort);
+
+	cr_assert_geq(n, 0);
+	for (int i = 0; i < n; i++) {
+		if (!strncmp(list[i]->d_name, "events.", 7))
+			fprintf(o, "%s\n", list[i]->d_name);
+		free(list[i]);
+	}
+	free(list);
+	fclose(o);
+	return out;
+}
+
+/* A file holding just the version record, as a killed drain leaves one. */
+static void version_only(const char *dir, const char *name)
+{
+	struct sink *s;
+	char to[512];
+
+	cr_assert_eq(sink_tfevents_ops.open(&s, dir, NULL), 0);
+	snprintf(to, sizeof(to), "%s/%s", dir, name);
+	cr_assert_eq(rename(sink_tfevents_ops.path(s), to), 0);
+	sink_tfevents_ops.close(s);		/* killed: nothing committed */
+	cr_assert_eq(file_size(to), 40);
+}
+
+Test(sink_tfevents, fresh_open_removes_version_only_leftovers)
+{
+	char *dir = strdup(subdir("tb")), *names, p[1024], own[512], want[1024];
+	struct sink *live, *s;
+	STATE st = { 0 };
+	int fd;
+
+	cr_assert_eq(mkdir(dir, 0755), 0);
+	/* two killed drains */
+	version_only(dir, "events.out.tfevents.0000000001.h.1.mring");
+	version_only(dir, "events.out.tfevents.0000000002.h.2.mring");
+	/* not leftovers: a live drain's file (locked), a file with events,
+	 * TensorBoard's own name, a link to a version-only file */
+	cr_assert_eq(sink_tfevents_ops.open(&live, dir, NULL), 0);
+	snprintf(p, sizeof(p), "%s/events.out.tfevents.0000000003.h.3.mring", dir);
+	cr_assert_eq(rename(sink_tfevents_ops.path(live), p), 0);
+	cr_assert_eq(sink_tfevents_ops.open(&s, dir, NULL), 0);
+	put_rows(s, 1, 1);
+	cr_assert_eq(sink_tfevents_ops.commit(s, &st), 0);
+	snprintf(p, sizeof(p), "%s/events.out.tfevents.0000000004.h.4.mring", dir);
+	cr_assert_eq(rename(sink_tfevents_ops.path(s), p), 0);
+	sink_tfevents_ops.close(s);
+	version_only(dir, "events.out.tfevents.0000000005.h");
+	snprintf(p, sizeof(p), "%s/events.out.tfevents.0000000005.h", dir);
+	snprintf(own, sizeof(own), "%s/events.out.tfevents.0000000006.h.6.mring", dir);
+	cr_assert_eq(symlink(p, own), 0);
+
+	/* a restarted drain: one file of its own, the leftovers gone */
+	cr_assert_eq(sink_tfevents_ops.open(&s, dir, NULL), 0);
+	snprintf(own, sizeof(own), "%s", strrchr(sink_tfevents_ops.path(s), '/') + 1);
+	names = event_files(dir);
+	snprintf(want, sizeof(want), "events.out.tfevents.0000000003.h.3.mring\n"
+		 "events.out.tfevents.0000000004.h.4.mring\n"
+		 "events.out.tfevents.0000000005.h\n"
+		 "events.out.tfevents.0000000006.h.6.mring\n%s\n", own);
+	cr_assert_str_eq(names, want);
+	free(names);
+	sink_tfevents_ops.close(s);
+	sink_tfevents_ops.close(live);
+
+	/* a version record with a byte changed is not ours: kept */
+	snprintf(p, sizeof(p), "%s/%s", dir, own);
+	snprintf(want, sizeof(want), "%s/events.out.tfevents.0000000007.h.7.mring", dir);
+	cr_assert_eq(rename(p, want), 0);
+	snprintf(p, sizeof(p), "%s", want);
+	fd = open(p, O_WRONLY);
+	cr_assert_eq(pwrite(fd, "X", 1, 30), 1);
+	close(fd);
+	cr_assert_eq(sink_tfevents_ops.open(&s, dir, NULL), 0);
+	sink_tfevents_ops.close(s);
+	cr_assert_eq(access(p, F_OK), 0, "a foreign file was removed");
+	free(dir);
+}
+
+/*
+ * A drain that committed nothing but the version record, whose file a
+ * later fresh drain removed as a leftover, resumes into a new file.
+ */
+Test(sink_tfevents, resume_of_version_only_file_that_is_gone)
+{
+	STATE st = { 0 }, st2 = { 0 };
+	struct sink *s;
+
+	cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, NULL), 0);
+	cr_assert_eq(sink_tfevents_ops.commit(s, &st), 0);
+	cr_assert_eq(st.size, 40);
+	sink_tfevents_ops.close(s);
+	cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, NULL), 0);	/* removes it */
+	sink_tfevents_ops.close(s);
+	cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, &st), 0);
+	put_rows(s, 1, 1);
+	cr_assert_eq(sink_tfevents_ops.commit(s, &st2), 0);
+	cr_assert_eq(st2.size, file_size(sink_tfevents_ops.path(s)));
+	expect_verifier(sink_tfevents_ops.path(s), "", "1 loss 1.0\nrecords 2 OK\n");
+	sink_tfevents_ops.close(s);
 }

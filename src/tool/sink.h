@@ -3,11 +3,19 @@
  * sink.h - the interface between `mring drain` and its output formats.
  *
  * The drain loop turns ring events into rows and hands them to every
- * sink.  A sink buffers; sink_commit() makes everything handed so far
- * durable (write + fsync) and reports the file's committed size, which
- * the drain state records.  On restart, sink_open() gets that state back
- * and must make the file exactly what it was at that commit (truncate
- * what a killed drainer wrote after it), so nothing appears twice.
+ * sink.  A sink buffers; sink_commit() writes everything handed so far
+ * to the file and reports the file's committed size, which the drain
+ * state records; sink_sync() makes it durable (fsync), which the drain
+ * does before a durable state write, at most every --flush-ms.  On
+ * restart, sink_open() gets that state back and must make the file
+ * exactly what it was at that commit (truncate what a killed drainer
+ * wrote after it), so nothing appears twice.
+ *
+ * Output directories may be shared with other users, so every file a
+ * sink creates or writes is opened with O_NOFOLLOW: a symlink planted at
+ * an output path is refused (-ELOOP), never followed.  A sink holds an
+ * flock(2) on its file while open, so a second drain on the same output
+ * is refused (-EBUSY) instead of interleaving its writes.
  *
  * All functions return 0 or -errno, and print nothing: the caller
  * reports errors (with sink_path() and strerror).
@@ -38,11 +46,25 @@ struct row {
 	const double *vals;
 };
 
-/* What a sink persists in the drain state between commits. */
+/*
+ * What a sink persists in the drain state between commits.  Zero it
+ * before first use; sink_state_clear() frees it.
+ */
 struct sink_state {
 	uint64_t size;		/* committed file size in bytes */
-	char extra[65536];	/* sink-specific text, one line, no '\n' (CSV: header) */
+	/*
+	 * Sink-specific text, owned, NULL for none (CSV: the header, of any
+	 * length; TensorBoard: the file's name).  The drain state stores it
+	 * as one line, so it never holds a '\n': CSV keys refuse control
+	 * characters, and a TensorBoard name is built from safe bytes.
+	 */
+	char *extra;
 };
+
+/* Replace @st->extra by a copy of @text (NULL: none): 0, or -ENOMEM (unchanged). */
+int sink_state_set_extra(struct sink_state *st, const char *text);
+/* Free @st->extra and zero @st. */
+void sink_state_clear(struct sink_state *st);
 
 /*
  * Keys every row has already.  A sink refuses a metric key of one of
@@ -68,8 +90,13 @@ struct sink_ops {
 	 */
 	int (*open)(struct sink **out, const char *path, const struct sink_state *resume);
 	int (*write)(struct sink *s, const struct row *r);
-	/* durable now; fills @st with what to record */
+	/*
+	 * Everything handed so far is in the file (the page cache: a
+	 * killed drainer loses none of it); fills @st with what to record.
+	 */
 	int (*commit)(struct sink *s, struct sink_state *st);
+	/* What the last commit reported is on disk (fsync). */
+	int (*sync)(struct sink *s);
 	const char *(*path)(struct sink *s);	/* the file written, for messages */
 	void (*close)(struct sink *s);		/* frees; does not commit */
 };

@@ -30,11 +30,19 @@
  *
  * A fresh start refuses an existing metrics.csv (-EEXIST): whether to
  * move it away or resume is the drain tool's decision, not the sink's.
+ * Except an empty one of ours that no drain has open: a drain killed
+ * between creating it and recording it in its state left it, and
+ * reusing an empty file loses nothing.
+ *
+ * The directory may be shared: metrics.csv is opened O_NOFOLLOW (a
+ * symlink there is -ELOOP, its target untouched), and the temporary file
+ * is created O_EXCL | O_NOFOLLOW after removing a stale one, so nobody
+ * can make the drain write a file of their choosing.
  *
  * Rows contain only numbers and empty cells, so splitting rows on ','
  * is safe; header cells are RFC 4180-quoted when needed and parsed as
  * such.  Keys must not contain control characters: the header is kept in
- * the drain state as one line.
+ * the drain state as one line (of any length).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -55,8 +63,6 @@
 #define CSV_TMP		".metrics.csv.tmp"
 #define FLUSH_AT	(64 * 1024)
 #define CHUNK		(64 * 1024)
-/* the header must fit in sink_state.extra with its NUL */
-#define HDR_MAX		(sizeof(((struct sink_state *)0)->extra) - 1)
 
 /* per-row cell sources besides "index into r->vals" */
 enum { CELL_EMPTY = -1, CELL_STEP = -2, CELL_EPOCH = -3, CELL_RANK = -4,
@@ -436,8 +442,6 @@ static int cols_add(struct sink *s, const char **names, int n)
 			cols[k] = s->cols[i++];
 		}
 	}
-	if (!err && hdr_length(cols, nnew) > HDR_MAX)
-		err = -E2BIG;
 	if (!err && s->out.len)
 		err = remap_rows(&out, s->out.p, s->out.len, map, s->ncols, nnew);
 	if (err) {
@@ -682,8 +686,19 @@ static int rewrite(struct sink *s)
 
 	if (!hdr)
 		return fail(s, -ENOMEM);
-	rw.tmpfd = openat(s->dirfd, CSV_TMP, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	err = rw.tmpfd < 0 ? -errno : rewrite_fill(s, &rw, hdr);
+	/*
+	 * A name someone else may have put there (a symlink to their
+	 * choice of file): remove it, and create ours or fail.
+	 */
+	err = unlinkat(s->dirfd, CSV_TMP, 0) && errno != ENOENT ? -errno : 0;
+	if (!err) {
+		rw.tmpfd = openat(s->dirfd, CSV_TMP, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+				  O_CLOEXEC, 0644);
+		err = rw.tmpfd < 0 ? -errno : 0;
+	}
+	/* locked before the rename makes it metrics.csv */
+	err = err ?: lock_output(rw.tmpfd);
+	err = err ?: rewrite_fill(s, &rw, hdr);
 	if (!err && renameat(s->dirfd, CSV_TMP, s->dirfd, CSV_NAME))
 		err = -errno;
 	if (err) {
@@ -773,11 +788,12 @@ static int prefix_line(void *ctx, const char *line, size_t len)
 static int resume_rewritten(struct sink *s, const struct sink_state *st,
 			    const char *line, size_t len, uint64_t fsize)
 {
+	const char *extra = st->extra ?: "";
 	struct prefix pf = { .pos = len + 1 };
 	char **old;
 	int nold, *map = NULL, err;
 
-	err = hdr_parse(st->extra, strlen(st->extra), &old, &nold);
+	err = hdr_parse(extra, strlen(extra), &old, &nold);
 	if (err)
 		return err;
 	err = hdr_parse(line, len, &s->cols, &s->ncols);
@@ -786,9 +802,9 @@ static int resume_rewritten(struct sink *s, const struct sink_state *st,
 	if (err)
 		return err;
 	free(map);		/* only needed to check old ⊆ new */
-	if (st->size < strlen(st->extra) + 1)
+	if (st->size < strlen(extra) + 1)
 		return -EBADMSG;
-	pf.target = st->size - (strlen(st->extra) + 1);
+	pf.target = st->size - (strlen(extra) + 1);
 	pf.grow = s->ncols - nold;
 	if (pf.target) {
 		err = for_each_line(s->fd, pf.pos, fsize, prefix_line, &pf);
@@ -799,41 +815,49 @@ static int resume_rewritten(struct sink *s, const struct sink_state *st,
 	return 0;
 }
 
+/* for_each_line() callback: keep the first line, without its '\n', and stop */
+static int first_line(void *ctx, const char *line, size_t len)
+{
+	char **out = ctx;
+
+	if (memchr(line, '\0', len - 1))
+		return -EBADMSG;	/* not a header we wrote */
+	*out = strndup(line, len - 1);
+	return *out ? 1 : -ENOMEM;
+}
+
 static int resume(struct sink *s, const struct sink_state *st)
 {
-	char line[HDR_MAX + 2];
+	const char *extra = st->extra ?: "";
+	char *line = NULL;
 	struct stat sb;
-	ssize_t n;
-	char *nl;
+	size_t len;
 	int err;
 
-	if (!memchr(st->extra, '\0', sizeof(st->extra)))
-		return -EINVAL;
 	if (fstat(s->fd, &sb))
 		return -errno;
 	if (st->size == 0)
 		return 0;		/* nothing was committed: start empty */
-	n = pread_full(s->fd, line, sizeof(line) - 1, 0);
-	if (n < 0)
-		return (int)n;
-	line[n] = '\0';
-	nl = memchr(line, '\n', (size_t)n);
-	if (!nl)
-		return -EBADMSG;
-	*nl = '\0';
-	if (!strcmp(line, st->extra)) {
-		if ((uint64_t)sb.st_size < st->size || st->size < (uint64_t)(nl - line) + 1)
-			return -EBADMSG;	/* lost committed bytes */
-		err = hdr_parse(line, (size_t)(nl - line), &s->cols, &s->ncols);
+	/* the header has no length limit: read up to its '\n' */
+	err = for_each_line(s->fd, 0, (uint64_t)sb.st_size, first_line, &line);
+	if (err <= 0)
+		return err ?: -EBADMSG;	/* 0: no line at all */
+	len = strlen(line);
+	if (!strcmp(line, extra)) {
+		if ((uint64_t)sb.st_size < st->size || st->size < (uint64_t)len + 1)
+			err = -EBADMSG;	/* lost committed bytes */
+		else
+			err = hdr_parse(line, len, &s->cols, &s->ncols);
 		s->committed = st->size;
 	} else {
-		err = resume_rewritten(s, st, line, (size_t)(nl - line), (uint64_t)sb.st_size);
+		err = resume_rewritten(s, st, line, len, (uint64_t)sb.st_size);
 	}
-	if (err)
+	if (err) {
+		free(line);
 		return err;
-	s->hdr_len = (size_t)(nl - line);
-	nl = strdup(line);
-	return nl ? disk_cols_sync(s, nl) : -ENOMEM;
+	}
+	s->hdr_len = len;
+	return disk_cols_sync(s, line);
 }
 
 /* ---- sink_ops ---- */
@@ -870,19 +894,39 @@ static int default_cols(struct sink *s)
 	return 0;
 }
 
+/*
+ * metrics.csv, never through a symlink (-ELOOP), nor a FIFO or device
+ * (O_NONBLOCK: a FIFO would hang the open), nor one another drain has
+ * open (-EBUSY).
+ */
 static int open_file(struct sink *s, const struct sink_state *st)
 {
-	int flags = O_RDWR | O_CLOEXEC;
+	const int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+	bool created = false;
+	struct stat sb;
+	int err;
 
-	if (!st)
-		flags |= O_CREAT | O_EXCL;	/* fresh: never clobber */
-	s->fd = openat(s->dirfd, CSV_NAME, flags, 0644);
-	if (s->fd < 0 && errno == ENOENT && st && st->size == 0)
-		s->fd = openat(s->dirfd, CSV_NAME, flags | O_CREAT, 0644);
+	/* fresh, or nothing committed yet: create it if it is not there */
+	if (!st || st->size == 0) {
+		s->fd = openat(s->dirfd, CSV_NAME, flags | O_CREAT | O_EXCL, 0644);
+		created = s->fd >= 0;
+	}
+	if (!created)
+		s->fd = openat(s->dirfd, CSV_NAME, flags);
 	if (s->fd < 0)
 		return -errno;
+	if (fstat(s->fd, &sb))
+		return -errno;
+	if (!S_ISREG(sb.st_mode))
+		return -EINVAL;
+	err = lock_output(s->fd);
+	if (err)
+		return err;
+	/* fresh: never clobber, but an empty one of ours is a killed drain's */
+	if (!st && !created && (sb.st_size > 0 || sb.st_uid != geteuid()))
+		return -EEXIST;
 	/* the new name must survive a crash too */
-	return fsync(s->dirfd) ? -errno : 0;
+	return created && fsync(s->dirfd) ? -errno : 0;
 }
 
 static int csv_open(struct sink **out, const char *dir, const struct sink_state *st)
@@ -953,13 +997,21 @@ static int csv_commit(struct sink *s, struct sink_state *st)
 		err = flush(s);
 		if (err)
 			return err;
-		if (fsync(s->fd))
-			return fail(s, -errno);
-		s->committed = s->disk;
 	}
+	/* the header of what is committed; out of memory commits nothing */
+	err = sink_state_set_extra(st, s->disk ? s->dhdr : NULL);
+	if (err)
+		return fail(s, err);
+	s->committed = s->disk;
 	st->size = s->committed;
-	snprintf(st->extra, sizeof(st->extra), "%s", s->committed ? s->dhdr : "");
 	return 0;
+}
+
+static int csv_sync(struct sink *s)
+{
+	if (s->err)
+		return s->err;
+	return fsync(s->fd) ? fail(s, -errno) : 0;
 }
 
 static const char *csv_path(struct sink *s)
@@ -972,6 +1024,7 @@ const struct sink_ops sink_csv_ops = {
 	.open = csv_open,
 	.write = csv_write,
 	.commit = csv_commit,
+	.sync = csv_sync,
 	.path = csv_path,
 	.close = csv_close,
 };

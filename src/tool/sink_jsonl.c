@@ -27,55 +27,67 @@ struct sink {
 	struct buf out;
 };
 
+/*
+ * Open @path for the sink: never through a symlink (-ELOOP), never a
+ * FIFO or device (O_NONBLOCK keeps a FIFO from hanging the open), and
+ * not a file another drain has open (-EBUSY).  A fresh start accepts an
+ * existing file only if it is empty and ours: a drain killed right after
+ * creating it, before any state named it, left it, and reusing an empty
+ * file loses nothing.
+ */
+static int open_file(struct sink *s, const char *path, const struct sink_state *resume)
+{
+	struct stat st;
+	int ret;
+
+	ret = mkdir_parent(path);
+	if (ret)
+		return ret;
+	s->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+	if (s->fd < 0)
+		return -errno;
+	if (fstat(s->fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	ret = lock_output(s->fd);
+	if (ret)
+		return ret;
+	if (!resume) {
+		/* never clobber a log this drain did not write */
+		if (st.st_size > 0 || st.st_uid != geteuid())
+			return -EEXIST;
+		return 0;
+	}
+	/* back to the last commit: drop what a killed drainer added */
+	if ((uint64_t)st.st_size < resume->size)
+		return -EIO;
+	if (ftruncate(s->fd, (off_t)resume->size) < 0)
+		return -errno;
+	s->committed = resume->size;
+	return 0;
+}
+
 static int jsonl_open(struct sink **out, const char *path, const struct sink_state *resume)
 {
 	struct sink *s = calloc(1, sizeof(*s));
-	struct stat st;
 	int ret;
 
 	if (!s)
 		return -ENOMEM;
+	s->fd = -1;
 	s->path = strdup(path);
-	if (!s->path) {
+	ret = s->path ? open_file(s, path, resume) : -ENOMEM;
+	if (ret) {
+		if (s->fd >= 0)
+			close(s->fd);
+		free(s->path);
 		free(s);
-		return -ENOMEM;
-	}
-	s->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-	if (s->fd < 0) {
-		ret = -errno;
-		goto err;
-	}
-	if (fstat(s->fd, &st) < 0) {
-		ret = -errno;
-		goto err;
-	}
-	if (!resume) {
-		/* never clobber a log this drain did not write */
-		if (st.st_size > 0) {
-			ret = -EEXIST;
-			goto err;
-		}
-	} else {
-		/* back to the last commit: drop what a killed drainer added */
-		if ((uint64_t)st.st_size < resume->size) {
-			ret = -EIO;
-			goto err;
-		}
-		if (ftruncate(s->fd, (off_t)resume->size) < 0) {
-			ret = -errno;
-			goto err;
-		}
-		s->committed = resume->size;
+		return ret;
 	}
 	s->written = s->committed;
 	*out = s;
 	return 0;
-err:
-	if (s->fd >= 0)
-		close(s->fd);
-	free(s->path);
-	free(s);
-	return ret;
 }
 
 static void put_number(struct buf *b, double v)
@@ -88,13 +100,68 @@ static void put_number(struct buf *b, double v)
 		buf_double(b, v);
 }
 
+/*
+ * Length of the well-formed UTF-8 sequence at @p (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or 0.  @p is
+ * NUL-terminated, and NUL is never a continuation byte.
+ */
+static int utf8_len(const unsigned char *p)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	int n;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		n = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		n = 4;
+	else
+		return 0;	/* a continuation byte, C0, C1, F5..FF */
+	if (p[0] == 0xe0)
+		lo = 0xa0;	/* overlong */
+	else if (p[0] == 0xed)
+		hi = 0x9f;	/* UTF-16 surrogates */
+	else if (p[0] == 0xf0)
+		lo = 0x90;	/* overlong */
+	else if (p[0] == 0xf4)
+		hi = 0x8f;	/* above U+10FFFF */
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (int i = 2; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+/*
+ * A key as a JSON string.  Names come from a segment, which a reader
+ * trusts no further than its bytes: control characters are escaped, and
+ * each byte that is not part of well-formed UTF-8 becomes U+FFFD, so the
+ * line is valid JSON (RFC 8259 wants UTF-8) whatever the segment holds.
+ */
 static void put_key(struct buf *b, const char *k)
 {
+	const unsigned char *p = (const unsigned char *)k;
+
 	buf_putc(b, '"');
-	for (; *k; k++) {
-		if (*k == '"' || *k == '\\')
+	while (*p) {
+		int n = utf8_len(p);
+
+		if (n == 0) {
+			buf_put(b, "\xef\xbf\xbd", 3);	/* U+FFFD */
+			p++;
+		} else if (*p < 0x20) {
+			buf_fmt(b, "\\u%04x", *p++);
+		} else if (*p == '"' || *p == '\\') {
 			buf_putc(b, '\\');
-		buf_putc(b, *k);
+			buf_putc(b, (char)*p++);
+		} else {
+			buf_put(b, p, (size_t)n);
+			p += n;
+		}
 	}
 	buf_puts(b, "\": ");
 }
@@ -137,14 +204,21 @@ static int jsonl_write(struct sink *s, const struct row *r)
 
 static int jsonl_commit(struct sink *s, struct sink_state *st)
 {
-	int ret = buf_drain(&s->out, s->fd, &s->written, s->committed, true);
+	int ret = buf_drain(&s->out, s->fd, &s->written, s->committed, false);
 
 	if (ret < 0)
 		return ret;
 	s->committed = s->written;
 	st->size = s->committed;
-	st->extra[0] = '\0';
+	sink_state_set_extra(st, NULL);		/* never fails */
 	return 0;
+}
+
+static int jsonl_sync(struct sink *s)
+{
+	if (fsync(s->fd) == 0)
+		return 0;
+	return -errno;
 }
 
 static const char *jsonl_path(struct sink *s)
@@ -156,7 +230,7 @@ static void jsonl_close(struct sink *s)
 {
 	if (!s)
 		return;
-	close(s->fd);
+	close(s->fd);		/* and so releases the lock */
 	buf_free(&s->out);
 	free(s->path);
 	free(s);
@@ -167,6 +241,7 @@ const struct sink_ops sink_jsonl_ops = {
 	.open = jsonl_open,
 	.write = jsonl_write,
 	.commit = jsonl_commit,
+	.sync = jsonl_sync,
 	.path = jsonl_path,
 	.close = jsonl_close,
 };

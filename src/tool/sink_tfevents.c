@@ -29,10 +29,22 @@
  *
  * Resume errors: the file is missing: -ENOENT; it is shorter than the
  * committed size (someone else truncated it, so events we promised are
- * gone): -EIO; the recorded name is not a plain tfevents basename: -EINVAL.
+ * gone): -EIO; the recorded name is not a plain tfevents basename: -EINVAL;
+ * a symlink: -ELOOP (the directory may be shared: never follow one);
+ * another drain has it open: -EBUSY.
+ *
+ * Leftovers.  A drain killed after creating its file and before a state
+ * named it leaves a file holding only the version record.  A fresh open
+ * removes such files of ours in DIR, rather than reusing one: a new file
+ * is named for this process like every other, and removing loses nothing
+ * (no event is in it).  A live sink is told apart by the flock(2) it holds
+ * from before its first byte on; a file we cannot lock, or one with more
+ * in it, is never touched.  A state that committed nothing but the
+ * version record therefore resumes into a new file when its file is gone.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -41,6 +53,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -56,6 +69,10 @@
 #define TFEV_HDR	12		/* length + its CRC */
 #define TFEV_FTR	4		/* data CRC */
 #define TFEV_CRC_MASK_DELTA 0xa282ead8u
+/* the version record: wall_time (1 + 8), file_version (1 + 1 + 13) */
+#define TFEV_VERSION_REC (TFEV_HDR + 9 + 2 + sizeof(TFEV_VERSION) - 1 + TFEV_FTR)
+#define TFEV_PREFIX	"events.out.tfevents."
+#define TFEV_SUFFIX	".mring"
 
 /* protobuf keys: (field number << 3) | wire type */
 #define PB_EVENT_WALL_TIME	0x09	/* 1, fixed64 (double) */
@@ -340,7 +357,14 @@ static void make_basename(char *out, size_t size)
 	if (gethostname(host, sizeof(host)))
 		strcpy(host, "localhost");
 	host[sizeof(host) - 1] = '\0';
-	snprintf(out, size, "events.out.tfevents.%010ld.%s.%d.mring",
+	/*
+	 * sethostname() takes any bytes; the name goes into a path and into
+	 * the drain state as one line, so no '/' and no control character.
+	 */
+	for (unsigned char *c = (unsigned char *)host; *c; c++)
+		if (*c == '/' || *c < 0x20 || *c == 0x7f)
+			*c = '_';
+	snprintf(out, size, TFEV_PREFIX "%010ld.%s.%d" TFEV_SUFFIX,
 		 (long)time(NULL), host, (int)getpid());
 }
 
@@ -352,18 +376,83 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static bool name_ours(const char *name)
+{
+	size_t n = strlen(name), sl = strlen(TFEV_SUFFIX);
+
+	return !strncmp(name, TFEV_PREFIX, strlen(TFEV_PREFIX)) && n > sl &&
+	       !strcmp(name + n - sl, TFEV_SUFFIX);
+}
+
+/* Remove @name in @dfd if it is a leftover (see the top of this file). */
+static void remove_if_leftover(int dfd, const char *name)
+{
+	unsigned char rec[TFEV_VERSION_REC + 1];
+	struct sink v = { .fd = -1 };
+	struct stat sb, now;
+	uint64_t bits = 0;
+	double wall;
+	int fd;
+
+	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	/* no lock, or no locking at all: maybe live, leave it */
+	if (flock(fd, LOCK_EX | LOCK_NB))
+		goto out;
+	if (fstat(fd, &sb) || !S_ISREG(sb.st_mode) || sb.st_uid != geteuid() ||
+	    sb.st_size != TFEV_VERSION_REC ||
+	    pread(fd, rec, sizeof(rec), 0) != TFEV_VERSION_REC)
+		goto out;
+	/* byte for byte the record we write, with its wall time */
+	for (int i = 0; i < 8; i++)
+		bits |= (uint64_t)rec[TFEV_HDR + 1 + i] << (8 * i);
+	memcpy(&wall, &bits, sizeof(wall));
+	if (tfevents_put_version(&v, wall) || memcmp(v.out.p, rec, TFEV_VERSION_REC))
+		goto out;
+	/* and the name still is this file */
+	if (fstatat(dfd, name, &now, AT_SYMLINK_NOFOLLOW) ||
+	    now.st_dev != sb.st_dev || now.st_ino != sb.st_ino)
+		goto out;
+	unlinkat(dfd, name, 0);
+out:
+	buf_free(&v.out);
+	close(fd);		/* unlocks */
+}
+
+static void remove_leftovers(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (!d)
+		return;		/* creating the file will say why */
+	while ((e = readdir(d)))
+		if (name_ours(e->d_name))
+			remove_if_leftover(dirfd(d), e->d_name);
+	closedir(d);
+}
+
 static int open_fresh(struct sink *s, const char *dir)
 {
 	char base[512];
 	int err;
 
+	remove_leftovers(dir);
 	make_basename(base, sizeof(base));
 	err = set_path(s, dir, base);
 	if (err)
 		return err;
-	s->fd = open(s->path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+	s->fd = open(s->path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (s->fd < 0)
 		return -errno;
+	/*
+	 * Locked before its first byte, so no one takes it for a leftover;
+	 * blocking, as a scan of another drain may hold it for a moment.
+	 * Without locks in the file system there is nothing to take.
+	 */
+	while (flock(s->fd, LOCK_EX) && errno == EINTR)
+		;
 	/* The version record goes out now, so the file is never empty. */
 	err = tfevents_put_version(s, now_s());
 	if (!err)
@@ -386,23 +475,32 @@ static bool base_ok(const char *b)
 	return b[0] && b[0] != '.' && !strchr(b, '/') && strstr(b, "tfevents");
 }
 
-static int open_resume(struct sink *s, const char *dir, const struct sink_state *st)
+static int open_committed(struct sink *s, const char *dir, const struct sink_state *st)
 {
 	struct stat sb;
 	int err;
 
-	if (!memchr(st->extra, '\0', sizeof(st->extra)) || !base_ok(st->extra))
+	if (!st->extra || !base_ok(st->extra))
 		return -EINVAL;
 	err = set_path(s, dir, st->extra);
 	if (err)
 		return err;
-	s->fd = open(s->path, O_WRONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO planted there must not hang the open */
+	s->fd = open(s->path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (s->fd < 0)
 		return -errno;
 	if (fstat(s->fd, &sb))
 		return -errno;
 	if (!S_ISREG(sb.st_mode))
 		return -EINVAL;
+	err = lock_output(s->fd);
+	if (err)
+		return err;
+	/* removed as a leftover between our open and our lock */
+	if (fstat(s->fd, &sb))
+		return -errno;
+	if (sb.st_nlink == 0)
+		return -ENOENT;
 	if ((uint64_t)sb.st_size < st->size)
 		return -EIO;	/* committed events are gone: don't paper over it */
 	/* drop what a killed drainer wrote after its last commit */
@@ -412,6 +510,25 @@ static int open_resume(struct sink *s, const char *dir, const struct sink_state 
 	return 0;
 }
 
+static int open_resume(struct sink *s, const char *dir, const struct sink_state *st)
+{
+	int err = open_committed(s, dir, st);
+
+	if (err != -ENOENT || st->size != TFEV_VERSION_REC)
+		return err;
+	/*
+	 * Nothing but the version record was committed, and the file is
+	 * gone (a fresh drain took it for a leftover): a new file loses
+	 * nothing, and the next commit records its name.
+	 */
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	free(s->path);
+	s->path = NULL;
+	return open_fresh(s, dir);
+}
+
 /* ---- sink_ops ---- */
 
 static void tfevents_close(struct sink *s)
@@ -419,7 +536,7 @@ static void tfevents_close(struct sink *s)
 	if (!s)
 		return;
 	if (s->fd >= 0)
-		close(s->fd);
+		close(s->fd);	/* and so releases the lock */
 	buf_free(&s->out);
 	free(s->path);
 	free(s);
@@ -481,16 +598,26 @@ static int tfevents_commit(struct sink *s, struct sink_state *st)
 
 	if (err)
 		return err;
-	if (fsync(s->fd)) {
-		/* after a failed fsync the page cache can't be trusted */
-		err = -errno;
-		rollback(s);
+	err = sink_state_set_extra(st, s->base);
+	if (err) {
+		rollback(s);	/* out of memory commits nothing */
 		return err;
 	}
 	s->committed = s->flushed;
 	st->size = s->committed;
-	snprintf(st->extra, sizeof(st->extra), "%s", s->base);
 	return 0;
+}
+
+static int tfevents_sync(struct sink *s)
+{
+	int err;
+
+	if (fsync(s->fd) == 0)
+		return 0;
+	/* after a failed fsync the page cache can't be trusted */
+	err = -errno;
+	rollback(s);
+	return err;
 }
 
 static const char *tfevents_path(struct sink *s)
@@ -503,6 +630,7 @@ const struct sink_ops sink_tfevents_ops = {
 	.open	= tfevents_open,
 	.write	= tfevents_write,
 	.commit	= tfevents_commit,
+	.sync	= tfevents_sync,
 	.path	= tfevents_path,
 	.close	= tfevents_close,
 };

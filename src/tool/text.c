@@ -11,9 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sink.h"
 #include "text.h"
 
 int buf_grow(struct buf *b, size_t n)
@@ -174,6 +176,22 @@ int mkdir_p(const char *dir)
 	return mkdir_one(tmp);
 }
 
+int mkdir_parent(const char *file)
+{
+	const char *slash = strrchr(file, '/');
+	char *dir;
+	int err;
+
+	if (!slash || slash == file)
+		return 0;	/* the working directory, or / */
+	dir = strndup(file, (size_t)(slash - file));
+	if (!dir)
+		return -ENOMEM;
+	err = mkdir_p(dir);
+	free(dir);
+	return err;
+}
+
 int fsync_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -185,4 +203,34 @@ int fsync_dir(const char *dir)
 		err = -errno;
 	close(fd);
 	return err;
+}
+
+int lock_output(int fd)
+{
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	if (errno == EWOULDBLOCK)
+		return -EBUSY;
+	/* ENOLCK, EINVAL, EOPNOTSUPP: a file system without locks */
+	return 0;
+}
+
+int sink_state_set_extra(struct sink_state *st, const char *text)
+{
+	char *copy = NULL;
+
+	/* the same text at every commit: no allocation */
+	if (text && st->extra && !strcmp(text, st->extra))
+		return 0;
+	if (text && !(copy = strdup(text)))
+		return -ENOMEM;
+	free(st->extra);
+	st->extra = copy;
+	return 0;
+}
+
+void sink_state_clear(struct sink_state *st)
+{
+	free(st->extra);
+	*st = (struct sink_state){ 0 };
 }

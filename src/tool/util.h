@@ -19,7 +19,15 @@ int fmt_shortest(char *out, size_t len, double v);
 int pwrite_all(int fd, const void *p, size_t n, uint64_t off);
 /* mkdir -p with mode 0755; an existing non-directory component: -ENOTDIR. */
 int mkdir_p(const char *dir);
+/* mkdir_p() of the directory part of @file, if it has one. */
+int mkdir_parent(const char *file);
 /* fsync a directory, so a name created or renamed in it survives a crash. */
 int fsync_dir(const char *dir);
+/*
+ * Mark @fd as the output of a live drain: a non-blocking exclusive
+ * flock(2), held until the file is closed.  -EBUSY when another open file
+ * holds it; 0 when the file system cannot lock (nothing to tell then).
+ */
+int lock_output(int fd);
 
 #endif

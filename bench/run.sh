@@ -229,5 +229,17 @@ grep -h '^INFO' "$WORK/mem.out" "$WORK/suite.out" | cut -f2- | grep 'all checks 
 [ "$fmt_rc" = 0 ] || { echo "bench_fmt failed:"; cat "$WORK/fmt.err"; }
 [ "$py_rc" = 0 ] || { echo "python bench failed:"; cat "$WORK/py.err"; }
 [ "$serve_rc" = 0 ] || { echo "serve bench failed:"; cat "$WORK/serve.out"; }
+
+# ---- 7. issue 11: a WAIT-mode producer with `mring drain --follow` attached ----
+# (bench/drain.sh --help; add --mring LABEL=PATH to compare other builds of the tool)
+echo "drain.sh --follow bench (WAIT producer with mring drain attached) ..." >&2
+echo
+follow_rc=0
+follow_args=(--build "$BUILD" --no-build)
+[[ " ${SUITE_ARGS[*]:-} " == *" --quick "* ]] && follow_args+=(--quick)
+cmake --build "$BUILD" -j"$(nproc)" --target bench_drain >"$WORK/build-drain.log" 2>&1 &&
+	bash "$ROOT/bench/drain.sh" "${follow_args[@]}" | grep -v '^RUN ' || follow_rc=$?
+[ "$follow_rc" = 0 ] || { echo "drain.sh (follow) failed: exit status $follow_rc"; cat "$WORK/build-drain.log"; }
 echo "total $(( $(date +%s) - T0 )) s"
+[ "$follow_rc" = 0 ] || exit 1
 exit $(( suite_rc || cg_rc || drain_rc || py_rc || serve_rc ))

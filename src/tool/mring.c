@@ -6,10 +6,12 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -20,7 +22,7 @@ static const char usage[] =
 	"  drain [OPTIONS] SEGMENT...   drain rings into JSONL, CSV, TensorBoard\n"
 	"  ls [DIR]                     list segments (default $MRING_DIR or /dev/shm)\n"
 	"  stat SEGMENT                 status and every metric of a segment\n"
-	"  rm SEGMENT...                remove segments whose producer is gone\n"
+	"  rm [--force] SEGMENT...      remove segments whose producer is gone\n"
 	"  top [SEGMENT|GLOB]...        live full-screen view of segments and metrics\n"
 	"  serve [OPTIONS] [SEGMENT]... Prometheus /metrics endpoint (default 127.0.0.1:9464)\n"
 	"\n"
@@ -229,14 +231,151 @@ int cmd_stat(int argc, char **argv)
 
 /* ---- rm -------------------------------------------------------------- */
 
-static int rm_one(const char *path)
+/*
+ * Removal holds the producer lock byte (as MRING_CFG_REPLACE does) from
+ * the last check to the unlink: no creator can take the file over in
+ * between, and we check that the path still names the file we locked.
+ * A write lock when we may open the file for writing, which also keeps
+ * two `mring rm` apart; else a read lock, which still stops creators.
+ */
+struct rm_file {
+	int fd;
+	struct stat st;
+};
+
+static int rm_lock(const char *path, struct rm_file *f)
+{
+	struct flock fl = {
+		.l_type = F_WRLCK, .l_whence = SEEK_SET,
+		.l_start = _MRING_LOCK_PRODUCER, .l_len = 1,
+	};
+	int flags = O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
+
+	/* O_NONBLOCK: a FIFO swapped in at the path must not hang us */
+	f->fd = open(path, O_RDWR | flags);
+	if (f->fd < 0 && (errno == EACCES || errno == EROFS)) {
+		f->fd = open(path, O_RDONLY | flags);
+		fl.l_type = F_RDLCK;
+	}
+	if (f->fd < 0)
+		return -errno;
+	if (fstat(f->fd, &f->st) < 0 || !S_ISREG(f->st.st_mode)) {
+		close(f->fd);
+		return -EPROTO;
+	}
+	if (fcntl(f->fd, F_OFD_SETLK, &fl) < 0) {
+		int err = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+
+		close(f->fd);
+		return err;
+	}
+	return 0;
+}
+
+/* Unlink @path if it is still the file @f locked; closes @f. */
+static int rm_unlink(const char *path, struct rm_file *f)
+{
+	struct stat now;
+	int ret = 0;
+
+	if (lstat(path, &now) < 0)
+		ret = -errno;
+	else if (now.st_dev != f->st.st_dev || now.st_ino != f->st.st_ino)
+		ret = -ESTALE;		/* replaced since we looked */
+	else if (unlink(path) < 0)
+		ret = -errno;
+	close(f->fd);			/* drops our lock */
+	return ret;
+}
+
+static int rm_fail(const char *path, int err)
+{
+	fprintf(stderr, "mring rm: %s: %s; not removed\n", path,
+		err == -ESTALE ? "replaced while we looked" :
+		err == -EBUSY ? "a producer took it over" :
+		err == -EPROTO ? "not an mring segment" : strerror(-err));
+	return EXIT_USAGE;
+}
+
+/*
+ * mring_reader_open() said -EAGAIN: the file is empty, or its header was
+ * never published (magic 0).  What a creator killed inside
+ * mring_writer_open() leaves, unless a creator is at work right now.
+ * Same rule as MRING_CFG_REPLACE: unlocked, regular, first 8 bytes 0,
+ * size a multiple of 4096 (0 included); anything else is not ours.
+ */
+static int rm_unpublished(const char *path, bool force)
+{
+	struct rm_file f;
+	uint64_t magic = 0;
+	char what[96];
+	int ret;
+
+	ret = rm_lock(path, &f);
+	if (ret == -EBUSY) {
+		fprintf(stderr, "mring rm: %s: a producer is creating it now (it holds "
+			"the producer lock); not removed\n", path);
+		return EXIT_USAGE;
+	}
+	if (ret < 0)
+		return rm_fail(path, ret);
+	if (f.st.st_size >= (off_t)sizeof(magic) &&
+	    pread(f.fd, &magic, sizeof(magic), 0) != (ssize_t)sizeof(magic))
+		magic = 1;
+	if (magic != 0 || f.st.st_size % 4096) {
+		close(f.fd);
+		return rm_fail(path, -EPROTO);
+	}
+	if (f.st.st_size == 0)
+		snprintf(what, sizeof(what), "an empty file");
+	else
+		snprintf(what, sizeof(what), "a segment of %lld bytes whose header was never "
+			 "published", (long long)f.st.st_size);
+	if (!force) {
+		close(f.fd);
+		fprintf(stderr, "mring rm: %s: %s, left by a producer killed inside "
+			"mring_writer_open (no producer holds it); `mring rm --force %s` "
+			"removes it\n", path, what, path);
+		return EXIT_USAGE;
+	}
+	ret = rm_unlink(path, &f);
+	if (ret < 0)
+		return rm_fail(path, ret);
+	fprintf(stderr, "mring rm: %s: removed %s, left by a producer killed inside "
+		"mring_writer_open\n", path, what);
+	return 0;
+}
+
+/*
+ * Records a removal would lose: written - read.  In OVERWRITE mode the
+ * ring holds at most its capacity of them; the rest of written - read
+ * was overwritten already (lost whatever we do), so the count is
+ * min(written - read, capacity), and @gone gets the difference.
+ */
+static uint64_t rm_backlog(const struct mring_status *st, uint64_t *gone)
+{
+	uint64_t behind = st->written > st->read ? st->written - st->read : 0;
+
+	*gone = 0;
+	if (st->on_full == MRING_FULL_OVERWRITE && behind > st->capacity) {
+		*gone = behind - st->capacity;
+		behind = st->capacity;
+	}
+	return behind;
+}
+
+static int rm_one(const char *path, bool force)
 {
 	struct mring_reader *r;
 	struct mring_status st;
+	struct rm_file f;
+	uint64_t lost, gone, created;
 	int ret = mring_reader_open(path, MRING_OBSERVE, &r);
 
+	if (ret == -EAGAIN)
+		return rm_unpublished(path, force);
 	if (ret < 0) {
-		fprintf(stderr, "mring rm: %s: %s\n", path, mring_strerror(ret));
+		fprintf(stderr, "mring rm: %s: %s; not removed\n", path, mring_strerror(ret));
 		return EXIT_USAGE;
 	}
 	mring_status_read(r, &st);
@@ -245,32 +384,93 @@ static int rm_one(const char *path)
 		fprintf(stderr, "mring rm: %s: producer %d is alive; not removed\n", path, st.pid);
 		return EXIT_USAGE;
 	}
-	if (unlink(path) < 0) {
-		fprintf(stderr, "mring rm: %s: %s\n", path, strerror(errno));
+	lost = rm_backlog(&st, &gone);
+	if (lost && !force) {
+		fprintf(stderr, "mring rm: %s: %llu record%s written but not drained would "
+			"be lost (producer %s)", path, (unsigned long long)lost,
+			lost == 1 ? "" : "s", producer_state(&st));
+		if (st.on_full == MRING_FULL_OVERWRITE)
+			fprintf(stderr, "; an OVERWRITE ring holds at most its capacity of "
+				"%llu, %llu older ones were overwritten already",
+				(unsigned long long)st.capacity, (unsigned long long)gone);
+		fprintf(stderr, "; not removed. `mring drain` them first, or "
+			"`mring rm --force %s`\n", path);
 		return EXIT_USAGE;
 	}
+	ret = rm_lock(path, &f);
+	if (ret < 0)
+		return rm_fail(path, ret);
+	/* the file we locked is the segment we looked at, not a successor */
+	if (pread(f.fd, &created, sizeof(created),
+		  offsetof(struct _mring_shm_hdr, id.created_ns)) != (ssize_t)sizeof(created) ||
+	    (int64_t)created != st.created_ns) {
+		close(f.fd);
+		return rm_fail(path, -ESTALE);
+	}
+	ret = rm_unlink(path, &f);
+	if (ret < 0)
+		return rm_fail(path, ret);
+	if (lost)
+		fprintf(stderr, "mring rm: %s: removed with %llu undrained record%s\n", path,
+			(unsigned long long)lost, lost == 1 ? "" : "s");
 	return 0;
 }
+
+static const char rm_usage[] =
+	"usage: mring rm [--force] SEGMENT...\n"
+	"Removes segments whose producer is gone (closed or crashed) and whose\n"
+	"records were all drained.  Never removes a live segment, or a file that\n"
+	"is not an mring segment (a symlink, a FIFO, other data).\n"
+	"Without --force it also refuses, saying what would be lost:\n"
+	"  - a segment with records written but not drained (written - read; an\n"
+	"    OVERWRITE ring holds at most its capacity of them, the older ones\n"
+	"    are overwritten already),\n"
+	"  - an empty or unpublished file that a producer killed inside\n"
+	"    mring_writer_open left behind (no producer holds it).\n"
+	"  -f, --force   remove those too\n";
 
 int cmd_rm(int argc, char **argv)
 {
 	struct seglist l;
-	int ret, status = 0;
+	bool force = false, opts = true;
+	char **segs;
+	int i, n = 0, ret, status = 0;
 
-	if (wants_help(argc, argv) || argc < 2) {
-		fprintf(argc < 2 ? stderr : stdout,
-			"usage: mring rm SEGMENT...\n"
-			"Removes segments whose producer is gone (closed or crashed);\n"
-			"refuses a live one and any file that is not an mring segment.\n");
-		return argc < 2 ? EXIT_USAGE : 0;
+	if (wants_help(argc, argv)) {
+		fputs(rm_usage, stdout);
+		return 0;
 	}
-	ret = seglist_expand(&l, argv + 1, argc - 1);
+	segs = calloc((size_t)argc, sizeof(*segs));
+	if (!segs) {
+		fprintf(stderr, "mring rm: %s\n", strerror(ENOMEM));
+		return EXIT_USAGE;
+	}
+	for (i = 1; i < argc; i++) {
+		if (opts && !strcmp(argv[i], "--")) {
+			opts = false;
+		} else if (opts && (!strcmp(argv[i], "--force") || !strcmp(argv[i], "-f"))) {
+			force = true;
+		} else if (opts && argv[i][0] == '-') {
+			fprintf(stderr, "mring rm: unknown option '%s'\n%s", argv[i], rm_usage);
+			free(segs);
+			return EXIT_USAGE;
+		} else {
+			segs[n++] = argv[i];
+		}
+	}
+	if (!n) {
+		fputs(rm_usage, stderr);
+		free(segs);
+		return EXIT_USAGE;
+	}
+	ret = seglist_expand(&l, segs, n);
+	free(segs);
 	if (ret < 0) {
 		fprintf(stderr, "mring rm: no segment matches\n");
 		return EXIT_USAGE;
 	}
-	for (int i = 0; i < l.n; i++)
-		if (rm_one(l.paths[i]))
+	for (i = 0; i < l.n; i++)
+		if (rm_one(l.paths[i], force))
 			status = EXIT_USAGE;
 	seglist_free(&l);
 	return status;

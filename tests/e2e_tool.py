@@ -1,0 +1,263 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""End-to-end tests of the small `mring` subcommands: `mring rm`.
+
+A producer (tests/prod_canary.c) makes real segments; files a creator
+killed inside mring_writer_open() would leave are made by hand.  Runs
+under /usr/bin/python3 with the standard library only.
+
+Usage: e2e_tool.py --mring PATH --producer PATH [--only NAME]
+"""
+import argparse
+import fcntl
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+ARGS = None
+
+# docs/segment-format.md §2 and §4: offsets in the 4096-byte header
+OFF_ON_FULL = 88        # id.on_full, u32
+OFF_DPOS_SEQ = 400      # dpos.seq, u64; 0 reads as drain position 0
+FULL_OVERWRITE = 1
+
+
+class Env:
+    """A private MRING_DIR and output directory for one test."""
+
+    def __init__(self, name):
+        self.dir = tempfile.mkdtemp(prefix="mring-e2e-%s-" % name)
+        self.shm = os.path.join(self.dir, "shm")
+        os.mkdir(self.shm)
+        self.env = dict(os.environ, MRING_DIR=self.shm)
+        self.procs = []
+
+    def path(self, *p):
+        return os.path.join(self.dir, *p)
+
+    def seg(self, name):
+        return os.path.join(self.shm, name)
+
+    def producer(self, seg, steps, epoch_steps, step_us, rank=0, cap=0):
+        p = subprocess.Popen([ARGS.producer, seg, str(steps), str(epoch_steps),
+                              str(step_us), str(rank), str(cap)],
+                             env=self.env, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        self.procs.append(p)
+        return p
+
+    def mring(self, *args, **kw):
+        return subprocess.run([ARGS.mring] + list(args), env=self.env,
+                              capture_output=True, text=True, timeout=60, **kw)
+
+    def drain(self, *args):
+        p = subprocess.Popen([ARGS.mring, "drain"] + list(args), env=self.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        return p
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            if p.stdout:
+                p.stdout.close()
+            if p.stderr:
+                p.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def ls(env):
+    """{name: (state, written, backlog)} from `mring ls`."""
+    r = env.mring("ls")
+    assert r.returncode == 0, r.stderr
+    out = {}
+    for line in r.stdout.splitlines()[1:]:
+        f = line.split()
+        out[f[0]] = (f[4], int(f[7]), int(f[9]))
+    return out
+
+
+def would_lose(stderr):
+    m = re.search(r"(\d+) records? written but not drained would be lost", stderr)
+    assert m, stderr
+    return int(m.group(1))
+
+
+def patch(path, off, fmt, value):
+    with open(path, "r+b") as f:
+        f.seek(off)
+        f.write(struct.pack(fmt, value))
+
+
+def test_rm_refuses_an_undrained_backlog(env):
+    # closed, nothing drained: every record would be lost
+    env.producer("done", 10, 5, 0).wait()
+    state, written, backlog = ls(env)["done"]
+    assert state == "closed" and backlog == written > 0
+    r = env.mring("rm", "done")
+    assert r.returncode == 1, r.stderr
+    assert would_lose(r.stderr) == backlog and "closed" in r.stderr, r.stderr
+    assert "--force" in r.stderr and "OVERWRITE" not in r.stderr, r.stderr
+    assert os.path.exists(env.seg("done"))
+    # drained: nothing to lose, removed without --force
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "done")
+    assert r.returncode == 0, r.stderr
+    assert ls(env)["done"][2] == 0
+    r = env.mring("rm", "done")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert not os.path.exists(env.seg("done"))
+
+    # a crashed producer's backlog: refused, then --force says what went
+    p = env.producer("crash", 10 ** 9, 0, 1000)
+    time.sleep(0.2)
+    live = env.mring("rm", "--force", "crash")
+    assert live.returncode == 1 and "alive" in live.stderr, live.stderr
+    assert os.path.exists(env.seg("crash")), "--force never removes a live segment"
+    p.kill()
+    p.wait()
+    state, written, backlog = ls(env)["crash"]
+    assert state == "crashed" and backlog > 0
+    r = env.mring("rm", "crash")
+    assert r.returncode == 1 and would_lose(r.stderr) == backlog, r.stderr
+    assert "crashed" in r.stderr and os.path.exists(env.seg("crash")), r.stderr
+    r = env.mring("rm", "crash", "--force")       # options may follow names
+    assert r.returncode == 0, r.stderr
+    assert "removed with %d undrained records" % backlog in r.stderr, r.stderr
+    assert not os.path.exists(env.seg("crash"))
+
+
+def test_rm_overwrite_ring_counts_what_the_ring_still_holds(env):
+    # A ring of 8 that went through hundreds of records, then read as an
+    # OVERWRITE ring nobody drained (prod_canary writes WAIT rings, so
+    # the header says otherwise by hand): written - read is in the
+    # hundreds, but only 8 records are still there to lose.
+    p = env.producer("ow", 400, 0, 1000, cap=8)
+    d = env.drain("--follow", "--jsonl", env.path("ow.jsonl"), "ow")
+    p.wait()
+    d.wait()
+    assert p.returncode == 0 and d.returncode == 0, d.stderr.read()
+    patch(env.seg("ow"), OFF_ON_FULL, "<I", FULL_OVERWRITE)
+    patch(env.seg("ow"), OFF_DPOS_SEQ, "<Q", 0)
+    state, written, backlog = ls(env)["ow"]
+    assert state == "closed" and backlog == written > 100, (written, backlog)
+    r = env.mring("rm", "ow")
+    assert r.returncode == 1, r.stderr
+    assert would_lose(r.stderr) == 8, r.stderr
+    assert "OVERWRITE" in r.stderr and "capacity of 8" in r.stderr, r.stderr
+    assert "%d older ones were overwritten already" % (written - 8) in r.stderr, r.stderr
+    assert os.path.exists(env.seg("ow"))
+    r = env.mring("rm", "-f", "ow")
+    assert r.returncode == 0 and "removed with 8 undrained records" in r.stderr, r.stderr
+    assert not os.path.exists(env.seg("ow"))
+
+
+def make(path, data=b"", size=None):
+    with open(path, "wb") as f:
+        f.write(data)
+        if size is not None:
+            f.truncate(size)
+
+
+def test_rm_leftovers_of_a_killed_creator(env):
+    # what mring_writer_open leaves when killed: an empty file (before
+    # fallocate), or whole pages with magic still 0 (before publishing)
+    make(env.seg("empty"))
+    make(env.seg("half"), size=4096 + 8 * 4096)
+    for name, what in (("empty", "an empty file"),
+                       ("half", "a segment of 36864 bytes whose header was never published")):
+        r = env.mring("rm", name)
+        assert r.returncode == 1, r.stderr
+        assert what in r.stderr and "mring_writer_open" in r.stderr, r.stderr
+        assert "mring rm --force %s" % env.seg(name) in r.stderr, r.stderr
+        assert os.path.exists(env.seg(name))
+        r = env.mring("rm", "--force", name)
+        assert r.returncode == 0, r.stderr
+        assert "removed " + what in r.stderr, r.stderr
+        assert not os.path.exists(env.seg(name))
+
+    # a creator at work holds the producer lock: never removed
+    make(env.seg("busy"), size=8192)
+    with open(env.seg("busy"), "r+b") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        r = env.mring("rm", "--force", "busy")
+        assert r.returncode == 1 and "creating it now" in r.stderr, r.stderr
+        assert os.path.exists(env.seg("busy"))
+    r = env.mring("rm", "--force", "busy")
+    assert r.returncode == 0, r.stderr
+
+    # files that are not segments survive --force, byte for byte
+    env.producer("target", 5, 0, 0).wait()
+    keep = {
+        "odd": b"\0" * 5000,                 # magic 0, but not whole pages
+        "text": b"precious data\n",
+        "garbage": b"\xff" * 4096,
+    }
+    for name, data in keep.items():
+        make(env.seg(name), data)
+    os.mkfifo(env.seg("fifo"))
+    os.mkdir(env.seg("dir"))
+    os.symlink(env.seg("target"), env.seg("link"))
+    names = list(keep) + ["fifo", "dir", "link"]
+    r = env.mring("rm", "--force", *names)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("not removed") == len(names), r.stderr
+    for name, data in keep.items():
+        with open(env.seg(name), "rb") as f:
+            assert f.read() == data, name
+    for name in ("fifo", "dir", "link", "target"):
+        assert os.path.lexists(env.seg(name)), name
+
+
+def test_rm_command_line(env):
+    r = env.mring("rm", "--help")
+    assert r.returncode == 0 and "--force" in r.stdout, r.stdout
+    assert "OVERWRITE" in r.stdout and "mring_writer_open" in r.stdout, r.stdout
+    r = env.mring("rm")
+    assert r.returncode == 1 and "usage: mring rm [--force]" in r.stderr, r.stderr
+    r = env.mring("rm", "--bogus", "x")
+    assert r.returncode == 1 and "unknown option" in r.stderr, r.stderr
+    r = env.mring("--help")
+    assert "rm [--force] SEGMENT..." in r.stdout, r.stdout
+    env.producer("-dash", 0, 0, 0).wait()
+    r = env.mring("rm", "--", "-dash")
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(env.seg("-dash"))
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mring", required=True)
+    ap.add_argument("--producer", required=True)
+    ap.add_argument("--only")
+    ARGS = ap.parse_args()
+    tests = [(n, f) for n, f in sorted(globals().items())
+             if n.startswith("test_") and (not ARGS.only or ARGS.only in n)]
+    passed = failed = 0
+    for name, fn in tests:
+        env = Env(name[5:20])
+        t0 = time.time()
+        try:
+            fn(env)
+            passed += 1
+            print("PASS %s (%.2fs)" % (name, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s" % name, flush=True)
+            traceback.print_exc()
+        finally:
+            env.close()
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -62,6 +62,11 @@ class Env:
         self.procs.append(p)
         return p
 
+    def script(self, seg, mode="drop", cap=1 << 16, max_metrics=0):
+        p = Script(self, seg, mode, cap, max_metrics)
+        self.procs.append(p.p)
+        return p
+
     def mring(self, *args, **kw):
         return subprocess.run([ARGS.mring] + list(args), env=self.env,
                               capture_output=True, text=True, **kw)
@@ -78,6 +83,45 @@ class Env:
                 p.kill()
             p.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Script:
+    """tests/prod_script.c: one exact sequence of records, command by
+    command; each call returns once the producer has done it."""
+
+    def __init__(self, env, seg, mode, cap, max_metrics):
+        self.p = subprocess.Popen([ARGS.script, seg, mode, str(cap), str(max_metrics)],
+                                  env=env.env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout.readline().strip() == "ready"
+
+    def do(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        got = self.p.stdout.readline().strip()
+        assert got.startswith("ok"), (line, got)
+        return int(got.split()[1]) if got != "ok" else None
+
+    def metric(self, name, flags="step"):
+        return self.do("metric %s %s" % (name, flags))
+
+    def close(self):
+        self.p.stdin.write("close\n")
+        self.p.stdin.close()
+        assert self.p.wait() == 0
+
+
+def no_dup_keys(pairs):
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), "a key twice in one row: %s" % keys
+    return dict(pairs)
+
+
+def read_jsonl_strict(path):
+    """Every row, refusing a row that holds a key twice (json.loads would
+    keep the last one silently)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line, object_pairs_hook=no_dup_keys) for line in f]
 
 
 def value(step, metric):
@@ -681,6 +725,8 @@ def test_full_output_disk_is_an_error_and_nothing_moves(env):
         r = env.mring("drain", "--jsonl", os.path.join(small, "out.jsonl"), "run")
         assert r.returncode == 2, (r.returncode, r.stderr)
         assert "No space left" in r.stderr, r.stderr
+        # the summary says what was committed: nothing
+        assert "mring drain: 0 events, 0 rows" in r.stderr, r.stderr
         st = env.mring("stat", "run").stdout
         assert " read 0 " in st, st
     finally:
@@ -707,11 +753,366 @@ def test_ls_stat_rm(env):
     assert r.returncode == 0, r.stderr
 
 
+# ---- issue 11: the drain's promises, each from a reproduced failure -----------
+
+ROW_KEYS = ("step", "epoch", "rank", "mring_lost")
+
+
+def script_value_id(step, v):
+    """prod_script logs s * 1000 + id + 0.25: the metric id of a value."""
+    return round(v - step * 1000 - 0.25)
+
+
+def check_script_keys(rows, names, want):
+    """Each value sits under its own metric's key, each (step, id) of
+    @want exactly once, and nothing else."""
+    seen = set()
+    for r in rows:
+        for k, v in r.items():
+            if k in ROW_KEYS:
+                continue
+            i = script_value_id(r["step"], v)
+            assert names.get(i) == k, "value %r of metric %s under key %r: %s" % (
+                v, names.get(i), k, r)
+            assert (r["step"], i) not in seen, "(step, metric) %s twice" % ((r["step"], i),)
+            seen.add((r["step"], i))
+    assert seen == want, (sorted(want - seen)[:5], sorted(seen - want)[:5])
+
+
+def tb_rows(scalars):
+    """(step, tag) -> value as rows of one step each, for check_script_keys."""
+    rows = {}
+    for (step, tag), v in scalars.items():
+        rows.setdefault(step, {"step": step})[tag] = v
+    return list(rows.values())
+
+
+def first_line(pipe, seconds=20):
+    """The next line on @pipe, or fail after @seconds (never hang)."""
+    import select
+    r, _, _ = select.select([pipe], [], [], seconds)
+    assert r, "nothing said within %d s" % seconds
+    return pipe.readline()
+
+
+def segment_file(env, name):
+    return os.path.join(env.shm, name)
+
+
+def metric_slot_offset(path, mid):
+    """The byte offset of metric @mid's slot (docs/segment-format.md)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    metrics_offset = struct.unpack_from("<Q", head, 40)[0]
+    return metrics_offset + 512 * mid
+
+
+def patch(path, off, data):
+    with open(path, "r+b") as f:
+        f.seek(off)
+        old = f.read(len(data))
+        f.seek(off)
+        f.write(data)
+    return old
+
+
+def drained_all(env, seg):
+    """The drain position has reached what the producer wrote."""
+    st = env.mring("stat", seg).stdout
+    written = re.search(r"written (\d+)", st)
+    read = re.search(r"read (\d+)", st)
+    return written and read and written.group(1) == read.group(1)
+
+
+def test_metrics_registered_mid_run_keep_their_keys(env):
+    # A new metric appears while a step row is being built, 300 times,
+    # each after the drain has taken everything before it: its name table
+    # grows under a half-built row every time.
+    p = env.script("run", cap=1 << 20)
+    names = {p.metric("loss", "step"): "loss"}
+    d = env.drain("--jsonl", env.path("out.jsonl"), "--csv", env.path("csv"),
+                  "--tensorboard", env.path("tb"), "--follow", "--flush-ms", "0", "run")
+    p.do("steps 0 10 0")
+    want = {(s, 0) for s in range(10)}
+    for k in range(300):
+        deadline = time.time() + 20
+        while not drained_all(env, "run"):
+            assert time.time() < deadline and d.poll() is None, "the drain stopped"
+            time.sleep(0.001)
+        mid = p.metric("eval/m%03d" % k)
+        names[mid] = "eval/m%03d" % k
+        p.do("steps %d %d 0 %d" % (10 + k, 11 + k, mid))
+        want |= {(10 + k, 0), (10 + k, mid)}
+    p.close()
+    _, err = d.communicate(timeout=60)
+    assert d.returncode == 0, err
+    check_script_keys(read_jsonl_strict(env.path("out.jsonl")), names, want)
+    check_script_keys(read_csv(env.path("csv", "metrics.csv")), names, want)
+    check_script_keys(tb_rows(read_tfevents(tb_file(env))), names, want)
+
+
+def test_every_resumes_with_an_epoch_end_first(env):
+    p = env.script("run")
+    p.metric("a")
+    p.do("steps 0 5 0")
+    out = env.path("out.jsonl")
+    r = env.mring("drain", "--every", "10", "--jsonl", out, "run")
+    assert r.returncode == 0, r.stderr          # the window stays open in the state
+    p.do("epoch")
+    p.close()
+    r = env.mring("drain", "--every", "10", "--jsonl", out, "run")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    rows = read_jsonl_strict(out)
+    assert rows == [{"a": math.fsum(s * 1000 + 0.25 for s in range(5)) / 5,
+                     "epoch": 0, "step": 4}], rows
+
+
+def test_a_record_that_fails_commits_nothing_past_it(env):
+    p = env.script("run")
+    p.metric("a")
+    p.do("steps 0 50 0")
+    p.metric("b")
+    p.do("steps 50 100 0 1")
+    p.close()
+    seg = segment_file(env, "run")
+    off = metric_slot_offset(seg, 1)
+    good = patch(seg, off, b"B" * 64)            # metric b's name: no NUL, corrupt
+    out = env.path("out.jsonl")
+    r = env.mring("drain", "--jsonl", out, "run")
+    assert r.returncode == 1 and "record" in r.stderr, (r.returncode, r.stderr)
+    assert " read 0 " in env.mring("stat", "run").stdout
+    patch(seg, off, good)                        # repaired: everything comes
+    r = env.mring("drain", "--jsonl", out, "run")
+    assert r.returncode == 0, r.stderr
+    want = {(s, 0) for s in range(100)} | {(s, 1) for s in range(50, 100)}
+    check_script_keys(read_jsonl_strict(out), {0: "a", 1: "b"}, want)
+
+
+def test_overwritten_records_are_reported_after_a_restart(env):
+    # A drain killed between its state rename and mring_commit(): the
+    # state says 20, the library still says 0.  The producer then laps
+    # the ring; the LOST range [0, 136) is partly (20) in the files.
+    p = env.script("run", mode="overwrite", cap=64)
+    p.metric("x")
+    p.do("steps 0 10 0")                          # records 0..19
+    out = env.path("out.jsonl")
+    r = env.mring("drain", "--jsonl", out, "run")
+    assert r.returncode == 0, r.stderr
+    seg = segment_file(env, "run")
+    patch(seg, 384, struct.pack("<Q", 0))         # tail
+    patch(seg, 408, struct.pack("<QQQQ", 0, 0, 0, 0))   # both drain position copies
+    p.do("steps 10 100 0")                        # records 20..199, 0..135 overwritten
+    p.close()
+    r = env.mring("drain", "--jsonl", out, "run")
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl_strict(out)
+    lost = sum(x.get("mring_lost", 0) for x in rows)
+    steps = sorted(x["step"] for x in rows if "x" in x)
+    assert lost == 136 - 20, (lost, r.stderr)
+    assert steps == list(range(10)) + list(range(68, 100)), steps
+
+
+def test_a_drain_killed_before_its_first_commit_resumes(env):
+    p = env.script("run")
+    p.metric("x")                                 # idle: nothing to commit yet
+    args = ["--jsonl", env.path("out.jsonl"), "--csv", env.path("csv"),
+            "--tensorboard", env.path("tb"), "--follow", "run"]
+    for _ in range(3):
+        d = env.drain(*args)
+        deadline = time.time() + 20
+        while not (os.path.exists(env.path("csv", "metrics.csv")) and
+                   os.path.isdir(env.path("tb")) and os.listdir(env.path("tb"))):
+            assert time.time() < deadline and d.poll() is None, d.stderr.read()
+            time.sleep(0.005)
+        d.kill()
+        d.wait()
+    d = env.drain(*args)
+    p.do("steps 0 100 0")
+    p.close()
+    _, err = d.communicate(timeout=30)
+    assert d.returncode == 0, (d.returncode, err)
+    want = {(s, 0) for s in range(100)}
+    check_script_keys(read_jsonl_strict(env.path("out.jsonl")), {0: "x"}, want)
+    check_script_keys(read_csv(env.path("csv", "metrics.csv")), {0: "x"}, want)
+    check_script_keys(tb_rows(read_tfevents(tb_file(env))), {0: "x"}, want)
+
+
+def test_empty_outputs_without_a_state_are_taken(env):
+    # killed after creating its files, before writing any state
+    os.makedirs(env.path("csv"))
+    open(env.path("out.jsonl"), "w").close()
+    open(env.path("csv", "metrics.csv"), "w").close()
+    p = env.script("run")
+    p.metric("x")
+    p.do("steps 0 10 0")
+    p.close()
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "--csv", env.path("csv"), "run")
+    assert r.returncode == 0, r.stderr
+    want = {(s, 0) for s in range(10)}
+    check_script_keys(read_jsonl_strict(env.path("out.jsonl")), {0: "x"}, want)
+    check_script_keys(read_csv(env.path("csv", "metrics.csv")), {0: "x"}, want)
+
+
+def test_leftover_files_do_not_hang_the_drain(env):
+    open(segment_file(env, "run-0"), "wb").close()            # killed before sizing
+    with open(segment_file(env, "run-1"), "wb") as f:         # killed before magic
+        f.write(b"\0" * 8192)
+    p = env.script("run-2")
+    p.metric("x")
+    p.do("steps 0 10 0")
+    p.close()
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "run-*", timeout=60)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "run-0" in r.stderr and "run-1" in r.stderr and "being created" in r.stderr, r.stderr
+    check_script_keys(read_jsonl_strict(env.path("out.jsonl")), {0: "x"},
+                      {(s, 0) for s in range(10)})
+
+
+def test_names_that_collide_get_distinct_keys_in_every_sink(env):
+    p = env.script("run")
+    specs = [("loss", "step|epoch"), ("loss_step", "step"), ("step", "step"),
+             ("epoch", "step"), ("loss_epoch", "step"), ("mring_lost", "step"),
+             ("rank", "step"), ("metric/step", "step")]
+    ids = [p.metric(n, f) for n, f in specs]
+    p.do("steps 0 10 " + " ".join(map(str, ids)))
+    p.do("epoch")
+    p.close()
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "--csv", env.path("csv"),
+                  "--tensorboard", env.path("tb"), "run")
+    assert r.returncode == 0, r.stderr
+    mean0 = math.fsum(s * 1000 + 0.25 for s in range(10)) / 10
+
+    def check(rows, what):
+        keys = {}                                  # key -> metric ids seen under it
+        epoch_rows = [x for x in rows if "loss_epoch" in x and x["loss_epoch"] == mean0]
+        assert len(epoch_rows) == 1, (what, epoch_rows)
+        for x in rows:
+            if x is epoch_rows[0]:
+                continue
+            for k, v in x.items():
+                if k not in ROW_KEYS:
+                    keys.setdefault(k, set()).add(script_value_id(x["step"], v))
+        assert all(len(v) == 1 for v in keys.values()), (what, keys)
+        assert sorted(i for v in keys.values() for i in v) == sorted(ids), (what, keys)
+        assert "loss_step" in keys and keys["loss_step"] == {ids[0]}, (what, keys)
+
+    jrows = read_jsonl_strict(env.path("out.jsonl"))
+    check(jrows, "jsonl")
+    check(read_csv(env.path("csv", "metrics.csv")), "csv")
+    check(tb_rows(read_tfevents(tb_file(env))), "tensorboard")
+
+
+def test_a_csv_header_over_64_kib(env):
+    p = env.script("run", max_metrics=2048)
+    n = 1100
+    long = "_" + "x" * 56
+    names = {p.metric("m%04d%s" % (k, long)): "m%04d%s" % (k, long) for k in range(n)}
+    for s in range(3):
+        p.do("row %d 0 %d" % (s, n - 1))
+    p.close()
+    r = env.mring("drain", "--csv", env.path("csv"), "run")
+    assert r.returncode == 0, r.stderr
+    with open(env.path("csv", "metrics.csv")) as f:
+        assert len(f.readline()) > 65536
+    check_script_keys(read_csv(env.path("csv", "metrics.csv")), names,
+                      {(s, k) for s in range(3) for k in range(n)})
+
+
+def test_a_step_is_one_row_whatever_the_batches(env):
+    p = env.script("run", cap=1 << 18)
+    for name in ("a", "b"):
+        p.metric(name)
+    p.do("steps 0 20000 0 1")                     # 3 records a step: 59 read batches
+    p.close()                                     # end in the middle of one
+    out = env.path("out.jsonl")
+    r = env.mring("drain", "--flush-ms", "0", "--jsonl", out, "run")
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl_strict(out)
+    assert len(rows) == 20000, len(rows)
+    assert all(set(x) == {"a", "b", "epoch", "step"} for x in rows)
+
+
+def test_names_that_are_not_utf8_are_written_as_valid_text(env):
+    p = env.script("run")
+    p.metric("name")
+    p.do("steps 0 3 0")
+    p.close()
+    seg = segment_file(env, "run")
+    patch(seg, metric_slot_offset(seg, 0), b"bad\xff\xc3name\0")   # an untrusted segment
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "--csv", env.path("csv"), "run")
+    assert r.returncode == 0, r.stderr
+    key = "bad\ufffd\ufffdname"
+    want = {(s, 0) for s in range(3)}
+    check_script_keys(read_jsonl_strict(env.path("out.jsonl")), {0: key}, want)
+    with open(env.path("csv", "metrics.csv"), encoding="utf-8") as f:
+        assert key in f.readline()
+
+
+def test_the_state_temp_file_does_not_follow_a_symlink(env):
+    env.producer("run", 20, 10, 0).wait()
+    out = env.path("out.jsonl")
+    victim = env.path("victim")
+    with open(victim, "w") as f:
+        f.write("precious\n")
+    os.symlink(victim, out + ".mring-state.tmp")
+    r = env.mring("drain", "--jsonl", out, "run")
+    assert r.returncode == 0, r.stderr
+    with open(victim) as f:
+        assert f.read() == "precious\n"
+    check_rows(read_jsonl(out), 20, 10)
+
+
+def test_wait_attaches_before_a_wait_mode_producer_overflows(env):
+    out = env.path("out.jsonl")
+    d = env.drain("--jsonl", out, "--wait", "--follow", "run")
+    assert "waiting for run" in first_line(d.stderr)   # said once, before it appears
+    steps = 600000                                 # 1.8 M records, the ring holds 1 M
+    env.producer("run", steps, 0, 0).wait()
+    _, err = d.communicate(timeout=120)
+    assert d.returncode == 0, err
+    assert " 0 lost" in err and "%d events" % (3 * steps) in err, err
+
+
+def test_wait_follow_drains_the_next_run_not_the_finished_one(env):
+    env.producer("run", 30, 10, 0).wait()
+    r = env.mring("drain", "--jsonl", env.path("first.jsonl"), "run")
+    assert r.returncode == 0, r.stderr
+    out = env.path("second.jsonl")
+    d = env.drain("--jsonl", out, "--wait", "--follow", "run")
+    assert "finished run" in first_line(d.stderr)
+    env.producer("run", 50, 10, 0).wait()        # the same name, replaced
+    _, err = d.communicate(timeout=60)
+    assert d.returncode == 0, err
+    check_rows(read_jsonl(out), 50, 10)
+
+
+def test_observe_exports_without_consuming(env):
+    env.producer("run", 40, 10, 0).wait()
+    r = env.mring("drain", "--jsonl", env.path("out.jsonl"), "run")
+    assert r.returncode == 0, r.stderr
+    before = env.mring("stat", "run").stdout.splitlines()[0]
+    r = env.mring("drain", "--observe", "--csv", env.path("csv"), "run")
+    assert r.returncode == 0 and "observed" in r.stderr, r.stderr
+    assert env.mring("stat", "run").stdout.splitlines()[0] == before
+    check_rows(read_csv(env.path("csv", "metrics.csv")), 40, 10)
+    # a ring that wrapped: what is gone is a loss row, first
+    p = env.script("small", mode="overwrite", cap=64)
+    p.metric("x")
+    p.do("steps 0 100 0")                         # 200 records, the last 64 kept
+    p.close()
+    r = env.mring("drain", "--observe", "--jsonl", env.path("small.jsonl"), "small")
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl(env.path("small.jsonl"))
+    assert rows[0]["mring_lost"] == 136, rows[:2]
+    assert [x["step"] for x in rows[1:]] == list(range(68, 100)), rows[1:3]
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser()
     ap.add_argument("--mring", required=True)
     ap.add_argument("--producer", required=True)
+    ap.add_argument("--script", required=True)
     ap.add_argument("--only")
     ARGS = ap.parse_args()
     tests = [(n, f) for n, f in sorted(globals().items())

@@ -472,7 +472,7 @@ def test_soak(env):
             observed += 1
             name = "churn-%d" % churn
             env.reap(env.producer(name, 10, 5, 0))
-            assert env.mring("rm", name).returncode == 0
+            assert env.mring("rm", "--force", name).returncode == 0   # never drained
             churn += 1
             body = scrape(addr)
             assert 'segment="run"' in body, body[:500]
@@ -745,11 +745,13 @@ def test_ls_stat_rm(env):
     r = env.mring("rm", "live")
     assert r.returncode == 1 and "alive" in r.stderr
     assert os.path.exists(os.path.join(env.shm, "live"))
-    r = env.mring("rm", "done")
+    r = env.mring("rm", "done")                   # 40 records never drained
+    assert r.returncode == 1 and "--force" in r.stderr, r.stderr
+    r = env.mring("rm", "--force", "done")
     assert r.returncode == 0 and not os.path.exists(os.path.join(env.shm, "done"))
     live.kill()
     live.wait()
-    r = env.mring("rm", "live")
+    r = env.mring("rm", "--force", "live")
     assert r.returncode == 0, r.stderr
 
 

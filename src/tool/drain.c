@@ -138,7 +138,9 @@ static int find_segments(struct drain *d, struct seglist *l, char **args, int na
 {
 	bool fresh = access(d->state_path, F_OK) != 0;
 	bool said = false, said_old = false;
-	int fd = -1, ret;
+	/* watch first: a segment created after this is seen by the watch,
+	 * one created before it by the expansion below */
+	int fd = d->wait ? dir_watch(args, nargs) : -1, ret;
 
 	for (;;) {
 		bool old = false;
@@ -162,8 +164,6 @@ static int find_segments(struct drain *d, struct seglist *l, char **args, int na
 				args[0], nargs > 1 ? " ..." : "",
 				strchr(args[0], '/') ? "its directory" : mring_dir());
 		said = true;
-		if (fd < 0)
-			fd = dir_watch(args, nargs);
 		dir_wait(fd, 1000);
 	}
 	if (fd >= 0)

@@ -700,6 +700,17 @@ def test_an_output_added_later_starts_at_the_drain_position(env):
     assert r.returncode == 0 and "new output" not in r.stderr, r.stderr
 
 
+def test_an_output_directory_that_is_a_file_is_named(env):
+    env.producer("run", 10, 5, 0).wait()
+    with open(env.path("f"), "w") as f:
+        f.write("x\n")
+    for opt in ("--csv", "--tensorboard"):
+        r = env.mring("drain", opt, env.path("f"), "run")
+        assert r.returncode == 2, (opt, r.returncode, r.stderr)
+        assert r.stderr.count("\n") == 1 and opt in r.stderr and "not a directory" in r.stderr, r.stderr
+    assert " read 0 " in env.mring("stat", "run").stdout
+
+
 def test_unwritable_output_keeps_records_in_the_ring(env):
     env.producer("run", 50, 0, 0).wait()
     with open(env.path("a-file"), "w") as f:

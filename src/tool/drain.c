@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -598,10 +599,30 @@ static int parse_args(struct drain *d, int argc, char **argv)
 	return d->state_path ? 0 : -ENOMEM;
 }
 
+/* --csv and --tensorboard name directories: say so before anything else
+ * (the default state would be looked for inside them) */
+static int outputs_check(struct drain *d)
+{
+	for (int i = 0; i < d->nouts; i++) {
+		struct stat st;
+
+		if (d->outs[i].ops == &sink_jsonl_ops || stat(d->outs[i].arg, &st) ||
+		    S_ISDIR(st.st_mode))
+			continue;
+		fprintf(stderr, "mring drain: --%s %s: not a directory (it names the "
+			"directory to write in)\n", d->outs[i].ops->name, d->outs[i].arg);
+		return -ENOTDIR;
+	}
+	return 0;
+}
+
 /* Set up, and the state read and outputs opened: 0, or an exit status. */
 static int drain_setup(struct drain *d, char **args, int nargs, int *skipped)
 {
 	int resume = 0;
+
+	if (outputs_check(d) < 0)
+		return EXIT_OUTPUT;
 
 	if (open_segments(d, args, nargs, skipped) < 0)
 		return EXIT_USAGE;

@@ -135,6 +135,22 @@ static bool finished_run(const char *path)
 	return done;
 }
 
+/* With --wait, every SEGMENT named without a glob must be there. */
+static bool all_named_present(char **args, int nargs)
+{
+	for (int i = 0; i < nargs; i++) {
+		char path[4096];
+
+		if (strpbrk(args[i], "*?["))
+			continue;
+		snprintf(path, sizeof(path), "%s%s%s", strchr(args[i], '/') ? "" : mring_dir(),
+			 strchr(args[i], '/') ? "" : "/", args[i]);
+		if (access(path, F_OK))
+			return false;
+	}
+	return true;
+}
+
 static int find_segments(struct drain *d, struct seglist *l, char **args, int nargs)
 {
 	bool fresh = access(d->state_path, F_OK) != 0;
@@ -147,6 +163,10 @@ static int find_segments(struct drain *d, struct seglist *l, char **args, int na
 		bool old = false;
 
 		ret = seglist_expand(l, args, nargs);
+		if (!ret && d->wait && !all_named_present(args, nargs)) {
+			seglist_free(l);
+			ret = -ENOENT;	/* some named rank is not there yet */
+		}
 		for (int i = 0; !ret && d->wait && fresh && i < l->n; i++) {
 			if (!finished_run(l->paths[i]))
 				continue;

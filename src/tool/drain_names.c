@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "drain.h"
+#include "util.h"
 
 #define KEY_MAX	512	/* 63 name bytes, 3 each as U+FFFD, and the suffixes */
 
@@ -72,22 +73,6 @@ static int keyset_add(struct keyset *ks, const char *key)
 	ks->slot[i] = key;
 	ks->n++;
 	return 0;
-}
-
-/* Length of the UTF-8 sequence at @s (RFC 3629), 0 if it is not one. */
-static int utf8_len(const unsigned char *s)
-{
-	unsigned c = s[0];
-	int n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 :
-		c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-
-	for (int i = 1; i < n; i++)
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-	if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) ||
-	    (c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] > 0x8f))
-		return 0;	/* overlong, surrogate, above U+10FFFF */
-	return n;
 }
 
 /* @name as a key: valid UTF-8, no control characters. */

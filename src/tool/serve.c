@@ -378,30 +378,6 @@ static int snap_take(struct snap *sn)
 /* ---- exposition ------------------------------------------------------------ */
 
 
-/* Length of the valid UTF-8 sequence at s (0: invalid). */
-static size_t utf8_len(const unsigned char *s)
-{
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-	if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
-			return 0;
-		if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f))
-			return 0;	/* overlong, surrogate */
-		return 3;
-	}
-	if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
-			return 0;
-		if ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
-			return 0;
-		return 4;
-	}
-	return 0;
-}
-
 /*
  * A label value in the text format: \ " and newline escaped; invalid
  * UTF-8 (a file name can hold any byte) becomes U+FFFD, which
@@ -423,7 +399,7 @@ static void buf_label(struct buf *b, const char *v)
 		} else if (*s == '\n') {
 			buf_put(b, "\\n", 2);
 			s++;
-		} else if ((n = utf8_len(s)) == 0) {
+		} else if ((n = (size_t)utf8_len(s)) == 0) {
 			buf_put(b, "\xef\xbf\xbd", 3);
 			s++;
 		} else {

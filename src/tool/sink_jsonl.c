@@ -101,42 +101,6 @@ static void put_number(struct buf *b, double v)
 }
 
 /*
- * Length of the well-formed UTF-8 sequence at @p (RFC 3629: no overlong
- * forms, no surrogates, nothing above U+10FFFF), or 0.  @p is
- * NUL-terminated, and NUL is never a continuation byte.
- */
-static int utf8_len(const unsigned char *p)
-{
-	unsigned char lo = 0x80, hi = 0xbf;
-	int n;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		n = 2;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		n = 3;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		n = 4;
-	else
-		return 0;	/* a continuation byte, C0, C1, F5..FF */
-	if (p[0] == 0xe0)
-		lo = 0xa0;	/* overlong */
-	else if (p[0] == 0xed)
-		hi = 0x9f;	/* UTF-16 surrogates */
-	else if (p[0] == 0xf0)
-		lo = 0x90;	/* overlong */
-	else if (p[0] == 0xf4)
-		hi = 0x8f;	/* above U+10FFFF */
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (int i = 2; i < n; i++)
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	return n;
-}
-
-/*
  * A key as a JSON string.  Names come from a segment, which a reader
  * trusts no further than its bytes: control characters are escaped, and
  * each byte that is not part of well-formed UTF-8 becomes U+FFFD, so the

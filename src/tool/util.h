@@ -30,4 +30,11 @@ int fsync_dir(const char *dir);
  */
 int lock_output(int fd);
 
+/*
+ * Length of the well-formed UTF-8 sequence at NUL-terminated @p (RFC
+ * 3629), or 0.  Implemented in text.c; used by every place that turns
+ * untrusted segment bytes into text.
+ */
+int utf8_len(const unsigned char *p);
+
 #endif

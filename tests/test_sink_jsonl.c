@@ -45,6 +45,14 @@ static struct sink *open_sink(void)
 	return s;
 }
 
+static long long file_size_of(const char *p)
+{
+	struct stat sb;
+
+	cr_assert_eq(stat(p, &sb), 0);
+	return sb.st_size;
+}
+
 static void file_is(const char *want)
 {
 	char got[4096];
@@ -283,4 +291,50 @@ Test(sink_jsonl, fresh_open_reuses_only_an_idle_empty_file_of_ours)
 	} else {
 		cr_log_info("not root: the other-owner case is skipped");
 	}
+}
+
+/*
+ * A resume appends at the committed size, so that size must end a line:
+ * a state damaged to point into a row is refused, and the file is left
+ * as it was rather than cut or continued mid-row.
+ */
+Test(sink_jsonl, resume_needs_the_committed_size_to_end_a_line)
+{
+	static const char *const keys[] = { "loss" };
+	const double vals[] = { 0.5 };
+	struct row r = { .kind = ROW_STEP, .rank = -1, .n = 1, .keys = keys, .vals = vals };
+	struct sink_state st = { 0 }, bad;
+	struct sink *s = open_sink(), *t;
+	const char *two = "{\"loss\": 0.5, \"epoch\": 0, \"step\": 0}\n"
+			  "{\"loss\": 0.5, \"epoch\": 0, \"step\": 1}\n";
+	uint64_t line = strlen(two) / 2;
+
+	cr_assert_eq(sink_jsonl_ops.write(s, &r), 0);
+	r.step = 1;
+	cr_assert_eq(sink_jsonl_ops.write(s, &r), 0);
+	cr_assert_eq(sink_jsonl_ops.commit(s, &st), 0);
+	cr_assert_eq(st.size, 2 * line);
+	sink_jsonl_ops.close(s);
+	file_is(two);
+
+	bad = st;
+	for (uint64_t size = 1; size < 2 * line; size++) {
+		if (size == line)
+			continue;
+		bad.size = size;
+		t = (struct sink *)1;
+		cr_assert_eq(sink_jsonl_ops.open(&t, path, &bad), -EBADMSG,
+			     "size %llu accepted", (unsigned long long)size);
+		file_is(two);
+	}
+	/* the line boundaries are fine: both rows, one row, none */
+	for (int rows = 2; rows >= 0; rows--) {
+		bad.size = (uint64_t)rows * line;
+		cr_assert_eq(sink_jsonl_ops.open(&t, path, &bad), 0);
+		sink_jsonl_ops.close(t);
+		cr_assert_eq(file_size_of(path), bad.size);
+	}
+	/* past the end: committed rows are gone */
+	bad.size = 1;
+	cr_assert_eq(sink_jsonl_ops.open(&t, path, &bad), -EIO);
 }

@@ -17,6 +17,7 @@
 #include <math.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 
 #define PY		"/usr/bin/python3"
 #define WALL_NS		1700000000500000000LL	/* 1700000000.5 s, exact in a double */
@@ -604,4 +605,166 @@ Test(sink_tfevents, resume_of_version_only_file_that_is_gone)
 	cr_assert_eq(st2.size, file_size(sink_tfevents_ops.path(s)));
 	expect_verifier(sink_tfevents_ops.path(s), "", "1 loss 1.0\nrecords 2 OK\n");
 	sink_tfevents_ops.close(s);
+}
+
+/*
+ * A resume appends at the committed size, so that size must end a
+ * record, and the file must start with our version record: a damaged
+ * state (or a file changed since) is refused and the file left as it is.
+ */
+Test(sink_tfevents, resume_needs_the_committed_size_to_end_a_record)
+{
+	STATE st = { 0 };
+	uint64_t ends[4];
+	struct sink *s;
+	struct sink_state bad = { 0 };
+	char path[512];
+	size_t len;
+	char *before, *after;
+	int fd;
+
+	cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, NULL), 0);
+	cr_assert_eq(sink_tfevents_ops.commit(s, &st), 0);
+	ends[0] = st.size;
+	for (int i = 1; i < 4; i++) {
+		put_rows(s, (uint64_t)i, 1);
+		cr_assert_eq(sink_tfevents_ops.commit(s, &st), 0);
+		ends[i] = st.size;
+		cr_assert_gt(ends[i], ends[i - 1]);
+	}
+	snprintf(path, sizeof(path), "%s", sink_tfevents_ops.path(s));
+	sink_tfevents_ops.close(s);
+	cr_assert_eq(ends[0], 40);
+	before = slurp(path, &len);
+
+	bad.extra = st.extra;
+	for (uint64_t size = 0; size < ends[3]; size++) {
+		bool boundary = false;
+
+		for (int i = 0; i < 4; i++)
+			boundary |= size == ends[i];
+		if (boundary)
+			continue;
+		bad.size = size;
+		cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, &bad), -EBADMSG,
+			     "size %llu accepted", (unsigned long long)size);
+	}
+	after = slurp(path, &len);
+	cr_assert_eq(len, ends[3]);
+	cr_assert_arr_eq(after, before, len, "a refused resume changed the file");
+	free(after);
+
+	/* a length whose CRC does not match: not our record */
+	fd = open(path, O_WRONLY);
+	cr_assert_eq(pwrite(fd, "\xff", 1, (off_t)ends[1] + 1), 1);
+	bad.size = ends[3];
+	cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, &bad), -EBADMSG);
+	cr_assert_eq(pwrite(fd, before + ends[1] + 1, 1, (off_t)ends[1] + 1), 1);
+	/* the first record changed: not a file we started */
+	cr_assert_eq(pwrite(fd, "X", 1, 30), 1);
+	cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, &bad), -EBADMSG);
+	cr_assert_eq(pwrite(fd, before + 30, 1, 30), 1);
+	close(fd);
+
+	/* every record end is a place to resume: last to first */
+	for (int i = 3; i >= 0; i--) {
+		bad.size = ends[i];
+		cr_assert_eq(sink_tfevents_ops.open(&s, tmpdir, &bad), 0, "end %d", i);
+		sink_tfevents_ops.close(s);
+		cr_assert_eq(file_size(path), ends[i]);
+	}
+	expect_verifier(path, "", "records 1 OK\n");
+	free(before);
+}
+
+/* A drain killed between creating its file and the first byte leaves it empty. */
+Test(sink_tfevents, fresh_open_removes_empty_leftovers_but_not_locked_ones)
+{
+	char *dir = strdup(subdir("tb")), dead[1024], live[1024], *names, want[2048];
+	struct sink *s;
+	int fd, lfd;
+
+	cr_assert_eq(mkdir(dir, 0755), 0);
+	snprintf(dead, sizeof(dead), "%s/events.out.tfevents.0000000001.h.1.mring", dir);
+	snprintf(live, sizeof(live), "%s/events.out.tfevents.0000000002.h.2.mring", dir);
+	fd = open(dead, O_CREAT | O_EXCL | O_WRONLY, 0644);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	/* a drain that created its file and holds the lock, before its first byte */
+	lfd = open(live, O_CREAT | O_EXCL | O_WRONLY, 0644);
+	cr_assert_geq(lfd, 0);
+	cr_assert_eq(flock(lfd, LOCK_EX), 0);
+
+	cr_assert_eq(sink_tfevents_ops.open(&s, dir, NULL), 0);
+	names = event_files(dir);
+	snprintf(want, sizeof(want), "events.out.tfevents.0000000002.h.2.mring\n%s\n",
+		 strrchr(sink_tfevents_ops.path(s), '/') + 1);
+	cr_assert_str_eq(names, want);
+	free(names);
+	sink_tfevents_ops.close(s);
+	close(lfd);
+	free(dir);
+}
+
+/*
+ * Drains starting side by side in one directory: each one's scan may see
+ * the others' files empty, between their creation and their lock.  Every
+ * drain must end up with its own file, still in the directory, holding
+ * what it committed.  Children, so that each has its own pid and name.
+ */
+Test(sink_tfevents, drains_starting_together_keep_their_files)
+{
+	enum { WORKERS = 3, EACH = 150 };
+	char *dir = strdup(subdir("tb"));
+	pid_t w[WORKERS];
+
+	cr_assert_eq(mkdir(dir, 0755), 0);
+	for (int i = 0; i < WORKERS; i++) {
+		w[i] = fork();
+		cr_assert_geq(w[i], 0);
+		if (w[i])
+			continue;
+		for (int k = 0; k < EACH; k++) {
+			pid_t c = fork();
+			int status;
+
+			if (c == 0) {
+				STATE st = { 0 };
+				struct sink *s;
+				struct stat sb;
+				char p[1024];
+				int ok;
+
+				if (sink_tfevents_ops.open(&s, dir, NULL))
+					_exit(10);
+				if (put1(s, 1, "loss", 1.0) || sink_tfevents_ops.commit(s, &st))
+					_exit(11);
+				snprintf(p, sizeof(p), "%s", sink_tfevents_ops.path(s));
+				ok = stat(p, &sb) == 0 && (uint64_t)sb.st_size == st.size &&
+				     st.size > 40;
+				/* nothing committed was lost: the next run resumes it */
+				sink_tfevents_ops.close(s);
+				if (!ok)
+					_exit(12);
+				if (sink_tfevents_ops.open(&s, dir, &st))
+					_exit(13);
+				sink_tfevents_ops.close(s);
+				unlink(p);
+				_exit(0);
+			}
+			if (c < 0 || waitpid(c, &status, 0) != c || !WIFEXITED(status) ||
+			    WEXITSTATUS(status))
+				_exit(1 + (c < 0 ? 0 : WEXITSTATUS(status)));
+		}
+		_exit(0);
+	}
+	for (int i = 0; i < WORKERS; i++) {
+		int status;
+
+		cr_assert_eq(waitpid(w[i], &status, 0), w[i]);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			  "worker %d: status %#x (11: commit, 12: file gone, 13: resume)",
+			  i, status);
+	}
+	free(dir);
 }

@@ -273,6 +273,17 @@ static char *default_state_path(const char *jsonl, const char *csv, const char *
 	return asprintf(&p, "%s/.mring-drain-state", csv ? csv : tb) < 0 ? NULL : p;
 }
 
+static const char *open_hint(int err, bool resumed)
+{
+	if (err == -EEXIST && !resumed)
+		return " (output exists and no drain state says it is ours: "
+		       "remove it or give --state)";
+	if ((err == -EBADMSG || err == -EIO) && resumed)
+		return " (it does not match the drain state: changed or cut since "
+		       "the last commit; move the output or the state away)";
+	return "";
+}
+
 /*
  * Resume the outputs the state records.  One it does not record is new
  * (added since the last run): it is created like a fresh output, so an
@@ -287,8 +298,7 @@ static int open_outputs(struct drain *d, bool resume)
 
 		if (ret < 0) {
 			fprintf(stderr, "mring drain: %s: %s%s\n", o->arg, strerror(-ret),
-				ret == -EEXIST ? " (output exists and no drain state "
-						 "says it is ours: remove it or give --state)" : "");
+				open_hint(ret, resumed));
 			return ret;
 		}
 		if (resume && !resumed)

@@ -27,13 +27,30 @@ struct sink {
 	struct buf out;
 };
 
+/* 0 if the first @size bytes of @fd are empty or end with a newline */
+static int ends_a_line(int fd, uint64_t size)
+{
+	char c;
+	ssize_t n;
+
+	if (size == 0)
+		return 0;
+	n = pread(fd, &c, 1, (off_t)(size - 1));
+	if (n < 0)
+		return -errno;
+	return n == 1 && c == '\n' ? 0 : -EBADMSG;
+}
+
 /*
  * Open @path for the sink: never through a symlink (-ELOOP), never a
  * FIFO or device (O_NONBLOCK keeps a FIFO from hanging the open), and
  * not a file another drain has open (-EBUSY).  A fresh start accepts an
  * existing file only if it is empty and ours: a drain killed right after
  * creating it, before any state named it, left it, and reusing an empty
- * file loses nothing.
+ * file loses nothing.  A resume needs the file to be at least the
+ * committed size (-EIO: committed rows are gone) and that size to end a
+ * line (-EBADMSG: the state does not describe this file), as every
+ * commit does; appending after half a line would break the file.
  */
 static int open_file(struct sink *s, const char *path, const struct sink_state *resume)
 {
@@ -43,7 +60,7 @@ static int open_file(struct sink *s, const char *path, const struct sink_state *
 	ret = mkdir_parent(path);
 	if (ret)
 		return ret;
-	s->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+	s->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
 	if (s->fd < 0)
 		return -errno;
 	if (fstat(s->fd, &st) < 0)
@@ -62,6 +79,9 @@ static int open_file(struct sink *s, const char *path, const struct sink_state *
 	/* back to the last commit: drop what a killed drainer added */
 	if ((uint64_t)st.st_size < resume->size)
 		return -EIO;
+	ret = ends_a_line(s->fd, resume->size);
+	if (ret)
+		return ret;
 	if (ftruncate(s->fd, (off_t)resume->size) < 0)
 		return -errno;
 	s->committed = resume->size;

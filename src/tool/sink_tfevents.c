@@ -29,17 +29,20 @@
  *
  * Resume errors: the file is missing: -ENOENT; it is shorter than the
  * committed size (someone else truncated it, so events we promised are
- * gone): -EIO; the recorded name is not a plain tfevents basename: -EINVAL;
+ * gone): -EIO; the committed size does not end a record, or the file
+ * does not start with our version record (the state is damaged or the
+ * file was changed): -EBADMSG; the recorded name is not a plain tfevents basename: -EINVAL;
  * a symlink: -ELOOP (the directory may be shared: never follow one);
  * another drain has it open: -EBUSY.
  *
  * Leftovers.  A drain killed after creating its file and before a state
- * named it leaves a file holding only the version record.  A fresh open
- * removes such files of ours in DIR, rather than reusing one: a new file
- * is named for this process like every other, and removing loses nothing
- * (no event is in it).  A live sink is told apart by the flock(2) it holds
- * from before its first byte on; a file we cannot lock, or one with more
- * in it, is never touched.  A state that committed nothing but the
+ * named it leaves a file that is empty or holds only the version record.
+ * A fresh open removes such files of ours in DIR, rather than reusing
+ * one: a new file is named for this process like every other, and
+ * removing loses nothing (no event is in it).  A live sink is told apart
+ * by the flock(2) it holds from right after creating its file (and one
+ * whose empty file a scan removed before the lock creates it again); a
+ * file we cannot lock, or one with more in it, is never touched.  A state that committed nothing but the
  * version record therefore resumes into a new file when its file is gone.
  */
 #define _GNU_SOURCE
@@ -384,31 +387,104 @@ static bool name_ours(const char *name)
 	       !strcmp(name + n - sl, TFEV_SUFFIX);
 }
 
-/* Remove @name in @dfd if it is a leftover (see the top of this file). */
+/* Is @rec, TFEV_VERSION_REC bytes, byte for byte a version record we write? */
+static bool is_version_record(const unsigned char *rec)
+{
+	struct sink v = { .fd = -1 };
+	uint64_t bits = 0;
+	double wall;
+	bool same;
+
+	/* its wall time is the one thing that varies */
+	for (int i = 0; i < 8; i++)
+		bits |= (uint64_t)rec[TFEV_HDR + 1 + i] << (8 * i);
+	memcpy(&wall, &bits, sizeof(wall));
+	same = !tfevents_put_version(&v, wall) && !memcmp(v.out.p, rec, TFEV_VERSION_REC);
+	buf_free(&v.out);
+	return same;
+}
+
+/*
+ * Do the first @size bytes of @fd hold whole records, the first our
+ * version record?  A resume appends at @size, so a state that points
+ * into a record (damaged, or the file changed since) would leave a file
+ * TensorBoard stops reading at that point.  Walks the length fields and
+ * their CRCs: one read of the committed part, not of each event's data.
+ * Returns 0, -EBADMSG, or a read error.
+ */
+static int records_end_at(int fd, uint64_t size)
+{
+	const size_t cap = 1 << 20;
+	unsigned char *buf;
+	uint64_t base = 0, have = 0, off = TFEV_VERSION_REC;
+	int err = 0;
+
+	if (size < TFEV_VERSION_REC)
+		return -EBADMSG;
+	buf = malloc(cap);
+	if (!buf)
+		return -ENOMEM;
+	have = (uint64_t)pread(fd, buf, TFEV_VERSION_REC, 0);
+	if (have != TFEV_VERSION_REC || !is_version_record(buf))
+		err = have == (uint64_t)-1 ? -errno : -EBADMSG;
+	while (!err && off < size) {
+		const unsigned char *h;
+		uint64_t len = 0;
+		uint32_t crc = 0;
+		ssize_t n;
+
+		if (size - off < TFEV_HDR + TFEV_FTR) {
+			err = -EBADMSG;
+			break;
+		}
+		if (off < base || off + TFEV_HDR > base + have) {
+			n = pread(fd, buf, (size_t)(size - off < cap ? size - off : cap),
+				  (off_t)off);
+			if (n < TFEV_HDR) {
+				err = n < 0 ? -errno : -EBADMSG;
+				break;
+			}
+			base = off;
+			have = (uint64_t)n;
+		}
+		h = buf + (off - base);
+		for (int i = 0; i < 8; i++)
+			len |= (uint64_t)h[i] << (8 * i);
+		for (int i = 0; i < 4; i++)
+			crc |= (uint32_t)h[8 + i] << (8 * i);
+		if (tfevents_mask(tfevents_crc32c(h, 8)) != crc ||
+		    len > size - off - TFEV_HDR - TFEV_FTR)
+			err = -EBADMSG;
+		off += TFEV_HDR + len + TFEV_FTR;
+	}
+	free(buf);
+	return err;
+}
+
+/*
+ * Remove @name in @dfd if it is a leftover (see the top of this file):
+ * empty (killed before its first byte) or just the version record.
+ */
 static void remove_if_leftover(int dfd, const char *name)
 {
 	unsigned char rec[TFEV_VERSION_REC + 1];
-	struct sink v = { .fd = -1 };
 	struct stat sb, now;
-	uint64_t bits = 0;
-	double wall;
 	int fd;
 
 	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return;
+	/* a file with events is never even locked: it may be about to resume */
+	if (fstat(fd, &sb) || (sb.st_size != 0 && sb.st_size != TFEV_VERSION_REC))
+		goto out;
 	/* no lock, or no locking at all: maybe live, leave it */
 	if (flock(fd, LOCK_EX | LOCK_NB))
 		goto out;
-	if (fstat(fd, &sb) || !S_ISREG(sb.st_mode) || sb.st_uid != geteuid() ||
-	    sb.st_size != TFEV_VERSION_REC ||
-	    pread(fd, rec, sizeof(rec), 0) != TFEV_VERSION_REC)
+	if (fstat(fd, &sb) || !S_ISREG(sb.st_mode) || sb.st_uid != geteuid())
 		goto out;
-	/* byte for byte the record we write, with its wall time */
-	for (int i = 0; i < 8; i++)
-		bits |= (uint64_t)rec[TFEV_HDR + 1 + i] << (8 * i);
-	memcpy(&wall, &bits, sizeof(wall));
-	if (tfevents_put_version(&v, wall) || memcmp(v.out.p, rec, TFEV_VERSION_REC))
+	if (sb.st_size != 0 &&
+	    (sb.st_size != TFEV_VERSION_REC ||
+	     pread(fd, rec, sizeof(rec), 0) != TFEV_VERSION_REC || !is_version_record(rec)))
 		goto out;
 	/* and the name still is this file */
 	if (fstatat(dfd, name, &now, AT_SYMLINK_NOFOLLOW) ||
@@ -416,7 +492,6 @@ static void remove_if_leftover(int dfd, const char *name)
 		goto out;
 	unlinkat(dfd, name, 0);
 out:
-	buf_free(&v.out);
 	close(fd);		/* unlocks */
 }
 
@@ -433,6 +508,33 @@ static void remove_leftovers(const char *dir)
 	closedir(d);
 }
 
+/*
+ * Create the file and lock it.  Between the two, another drain's scan
+ * may take the empty file for a leftover and remove it; the name is then
+ * free again and we create it anew.  Once locked, no scan touches it.
+ */
+static int create_locked(struct sink *s)
+{
+	struct stat sb;
+
+	for (int tries = 0; tries < 100; tries++) {
+		s->fd = open(s->path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW,
+			     0644);
+		if (s->fd < 0)
+			return -errno;
+		/* blocking: a scan of another drain may hold it for a moment */
+		while (flock(s->fd, LOCK_EX) && errno == EINTR)
+			;
+		if (fstat(s->fd, &sb))
+			return -errno;
+		if (sb.st_nlink > 0)
+			return 0;
+		close(s->fd);
+		s->fd = -1;
+	}
+	return -EAGAIN;
+}
+
 static int open_fresh(struct sink *s, const char *dir)
 {
 	char base[512];
@@ -443,16 +545,14 @@ static int open_fresh(struct sink *s, const char *dir)
 	err = set_path(s, dir, base);
 	if (err)
 		return err;
-	s->fd = open(s->path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (s->fd < 0)
-		return -errno;
 	/*
-	 * Locked before its first byte, so no one takes it for a leftover;
-	 * blocking, as a scan of another drain may hold it for a moment.
-	 * Without locks in the file system there is nothing to take.
+	 * Locked before its first byte, so no one takes it for a leftover
+	 * once it holds one.  Without locks in the file system there is
+	 * nothing to take.
 	 */
-	while (flock(s->fd, LOCK_EX) && errno == EINTR)
-		;
+	err = create_locked(s);
+	if (err)
+		return err;
 	/* The version record goes out now, so the file is never empty. */
 	err = tfevents_put_version(s, now_s());
 	if (!err)
@@ -475,6 +575,25 @@ static bool base_ok(const char *b)
 	return b[0] && b[0] != '.' && !strchr(b, '/') && strstr(b, "tfevents");
 }
 
+/*
+ * Lock a file to resume.  Another drain's leftover scan holds the lock of
+ * a version-only file for a moment, so -EBUSY only after that moment has
+ * passed a few times: then a live drain has it.
+ */
+static int lock_committed(int fd)
+{
+	const struct timespec pause = { .tv_nsec = 10 * 1000 * 1000 };
+	int err;
+
+	for (int tries = 0; tries < 20; tries++) {
+		err = lock_output(fd);
+		if (err != -EBUSY)
+			return err;
+		nanosleep(&pause, NULL);
+	}
+	return err;
+}
+
 static int open_committed(struct sink *s, const char *dir, const struct sink_state *st)
 {
 	struct stat sb;
@@ -486,14 +605,14 @@ static int open_committed(struct sink *s, const char *dir, const struct sink_sta
 	if (err)
 		return err;
 	/* O_NONBLOCK: a FIFO planted there must not hang the open */
-	s->fd = open(s->path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	s->fd = open(s->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (s->fd < 0)
 		return -errno;
 	if (fstat(s->fd, &sb))
 		return -errno;
 	if (!S_ISREG(sb.st_mode))
 		return -EINVAL;
-	err = lock_output(s->fd);
+	err = lock_committed(s->fd);
 	if (err)
 		return err;
 	/* removed as a leftover between our open and our lock */
@@ -503,6 +622,9 @@ static int open_committed(struct sink *s, const char *dir, const struct sink_sta
 		return -ENOENT;
 	if ((uint64_t)sb.st_size < st->size)
 		return -EIO;	/* committed events are gone: don't paper over it */
+	err = records_end_at(s->fd, st->size);
+	if (err)
+		return err;
 	/* drop what a killed drainer wrote after its last commit */
 	if ((uint64_t)sb.st_size > st->size && ftruncate(s->fd, (off_t)st->size))
 		return -errno;

@@ -214,11 +214,48 @@ struct mring_reader;
  * live producer has the segment), -EEXIST (a segment is there and its
  * producer is gone; set MRING_CFG_REPLACE to replace it), -EACCES (also
  * when replacing a segment another user owns, whatever its mode; root
- * may), -ENOSPC (shm full), -ENOMEM, or the -errno of open/mmap (-ELOOP
- * ...).
+ * may), -ENOSPC (shm full), -ENOMEM, -ELIBBAD (this program was built
+ * against an mring.h whose inline hot path does not match the loaded
+ * libmring: rebuild it), or the -errno of open/mmap (-ELOOP ...).
+ *
+ * An inline wrapper: it passes the layout the inline hot path was
+ * compiled against (_MRING_INLINE_ABI, sizeof(struct mring_writer)) to
+ * __mring_writer_open(), which refuses a mismatch, as zlib's deflateInit()
+ * passes ZLIB_VERSION and sizeof(z_stream).
  */
-int mring_writer_open(const char *path, const struct mring_config *cfg,
-		      struct mring_writer **out);
+MRING_INLINE int mring_writer_open(const char *path, const struct mring_config *cfg,
+				   struct mring_writer **out);
+
+/**
+ * mring_writer_step - the step the last mring_step() set
+ * @w: writer handle
+ *
+ * Who may call: the writer's thread.
+ *
+ * Return: the step (0 before the first mring_step()).
+ */
+uint64_t mring_writer_step(const struct mring_writer *w);
+
+/**
+ * mring_writer_epoch - the current epoch
+ * @w: writer handle
+ *
+ * Who may call: the writer's thread.
+ *
+ * Return: the number of mring_epoch_end() calls so far.
+ */
+uint32_t mring_writer_epoch(const struct mring_writer *w);
+
+/**
+ * mring_writer_check - can this process use the writer?
+ * @w: writer handle
+ *
+ * Who may call: any thread.
+ *
+ * Return: 0; -EPERM in a child forked after the writer was opened (every
+ * writer call fails there with -EPERM); -EINVAL for NULL.
+ */
+int mring_writer_check(const struct mring_writer *w);
 
 /**
  * mring_writer_close - end the run cleanly and release the writer
@@ -285,6 +322,9 @@ int mring_metric(struct mring_writer *w, const char *name, unsigned flags);
 int mring_epoch_end(struct mring_writer *w);
 
 /* Internal, do not call: the out-of-line halves of the inline hot path. */
+int __mring_writer_open(const char *path, const struct mring_config *cfg,
+			struct mring_writer **out, unsigned inline_abi,
+			size_t writer_size);
 int __mring_put_slow(struct mring_writer *w, uint64_t meta, double value);
 int __mring_bad_id(struct mring_writer *w, int id);
 /* CLOCK_REALTIME in ns (vDSO): out of line so that mring.h compiles
@@ -294,6 +334,13 @@ int64_t __mring_clock_ns(void);
 /* ------------------------------------------------------------------ */
 /* Writer: the hot path (inline)                                       */
 /* ------------------------------------------------------------------ */
+
+MRING_INLINE int mring_writer_open(const char *path, const struct mring_config *cfg,
+				   struct mring_writer **out)
+{
+	return __mring_writer_open(path, cfg, out, _MRING_INLINE_ABI,
+				   sizeof(struct mring_writer));
+}
 
 /* Internal: append one record; slow path when the cached room is used up. */
 _MRING_HOT int _mring_put(struct mring_writer *w, uint64_t meta, double value)
@@ -406,18 +453,27 @@ MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
  * Stamps the step's wall-clock time (CLOCK_REALTIME through the vDSO, no
  * syscall), appends an MRING_EV_STEP record (dropped and counted on a
  * full ring like any record) and publishes step, time and position for
- * monitors (relaxed stores: each field is atomic on its own).
+ * monitors (relaxed stores: each field is atomic on its own).  The
+ * values logged after it carry @step even when its STEP record was
+ * dropped.
  *
  * Who may call: the writer's thread.  Progress: as mring_log().
+ *
+ * Return: 0; -ENOBUFS when the STEP record was dropped (ring full; the
+ * step is set all the same); -EPERM in a forked child (nothing reaches
+ * the segment).
  */
-MRING_INLINE void mring_step(struct mring_writer *w, uint64_t step)
+MRING_INLINE int mring_step(struct mring_writer *w, uint64_t step)
 {
 	struct _mring_shm_hdr *h = w->hdr;
 	uint64_t head, wall;
+	int ret;
 
+	/* a forked child's limit is 0: _mring_put() says -EPERM, and the
+	 * header stores land in the private copy its mapping became */
 	w->step = step;
 	w->wall_ns = __mring_clock_ns();
-	(void)_mring_put(w, w->meta_epoch | MRING_EV_STEP << 16 | _MRING_NO_METRIC,
+	ret = _mring_put(w, w->meta_epoch | MRING_EV_STEP << 16 | _MRING_NO_METRIC,
 			 0.0);
 	/* both loaded before the three header stores, which might alias *w
 	 * for the compiler and would make it load them again */
@@ -426,6 +482,7 @@ MRING_INLINE void mring_step(struct mring_writer *w, uint64_t step)
 	_mring_store_relaxed(&h->step, step);
 	_mring_store_relaxed(&h->step_wall_ns, wall);
 	_mring_store_relaxed(&h->head, head);
+	return ret;
 }
 
 /* ------------------------------------------------------------------ */
@@ -509,11 +566,25 @@ int mring_commit(struct mring_reader *r);
  */
 int mring_read(struct mring_reader *r, struct mring_event *ev, int max);
 
+/*
+ * The five calls below take a const handle: they read only what
+ * mring_reader_open() set and the segment itself, never the handle's
+ * read position.  Any number of threads may call them at once on one
+ * handle, also while one thread calls mring_read() or mring_commit() on
+ * it (mring serve's scraper threads share one handle so).
+ */
+
 /**
  * mring_metric_count - number of registered metrics
+ * @r: reader handle
+ *
+ * Who may call: any thread, concurrently (see above).  Memory order:
+ * acquire load of the count, pairing with the producer's release store
+ * after the new slot is READY.
+ *
  * Return: count (>= 0, never above the segment's max_metrics); -EINVAL.
  */
-int mring_metric_count(struct mring_reader *r);
+int mring_metric_count(const struct mring_reader *r);
 
 /**
  * mring_metric_info - name and flags of a metric
@@ -523,10 +594,12 @@ int mring_metric_count(struct mring_reader *r);
  * @len: size of @name (64 always suffices)
  * @flags: receives the flags, or NULL
  *
+ * Who may call: any thread, concurrently (see above).
+ *
  * Return: 0; -EINVAL (bad id or arguments); -ERANGE (@len too small);
  * -EBADMSG (the slot is corrupt).
  */
-int mring_metric_info(struct mring_reader *r, int id, char *name, size_t len,
+int mring_metric_info(const struct mring_reader *r, int id, char *name, size_t len,
 		      unsigned *flags);
 
 /**
@@ -538,17 +611,26 @@ int mring_metric_info(struct mring_reader *r, int id, char *name, size_t len,
  * A consistent snapshot (two-copy latch, bounded retries): never a sum
  * from one update with a count from another.  Never moves any position.
  *
+ * Who may call: any thread, concurrently (see above).  Progress:
+ * lock-free; bounded retries.
+ *
  * Return: 0; -EINVAL; -EAGAIN when no stable snapshot was had within the
  * retry bound (the producer updated the metric flat out: retry).
  */
-int mring_stats_read(struct mring_reader *r, int id, struct mring_stats *out);
+int mring_stats_read(const struct mring_reader *r, int id, struct mring_stats *out);
 
 /**
  * mring_epoch_read - statistics of a metric's last completed epoch
+ * @r: reader handle
+ * @id: metric id
+ * @out: the snapshot
+ *
+ * Who may call: any thread, concurrently (see above).
+ *
  * Return: as mring_stats_read(); -ENOENT before the first epoch end and
  * for a metric without MRING_ON_EPOCH.
  */
-int mring_epoch_read(struct mring_reader *r, int id, struct mring_stats *out);
+int mring_epoch_read(const struct mring_reader *r, int id, struct mring_stats *out);
 
 /**
  * mring_status_read - producer state and counters
@@ -559,9 +641,11 @@ int mring_epoch_read(struct mring_reader *r, int id, struct mring_stats *out);
  * the process dies), closed from the header: a crash is alive 0 and
  * closed 0.  The counters are read individually (each is atomic).
  *
+ * Who may call: any thread, concurrently (see above).
+ *
  * Return: 0; -EINVAL.
  */
-int mring_status_read(struct mring_reader *r, struct mring_status *out);
+int mring_status_read(const struct mring_reader *r, struct mring_status *out);
 
 /**
  * mring_strerror - describe an mring return code

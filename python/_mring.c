@@ -427,20 +427,26 @@ static int step_arg(PyObject *o, unsigned long long *out)
 	return 0;
 }
 
-static inline void do_step(WriterObject *self, unsigned long long step)
+/* mring_step(): 0 or -ENOBUFS (the step is set either way), or -EPERM */
+static inline int do_step(WriterObject *self, unsigned long long step)
 {
+	int rc;
+
 	if (unlikely(self->on_full == MRING_FULL_WAIT)) {
 		struct mring_writer *w = self->w;
 		self->busy = 1;
 		Py_BEGIN_ALLOW_THREADS
-		mring_step(w, step);
+		rc = mring_step(w, step);
 		Py_END_ALLOW_THREADS
 		self->busy = 0;
 	} else {
-		mring_step(self->w, step);
+		rc = mring_step(self->w, step);
 	}
+	if (unlikely(rc == -EPERM))
+		return rc;
 	self->has_step = 1;
 	self->last_step = step;
+	return 0;
 }
 
 static PyObject *Writer_step(WriterObject *self, PyObject *arg)
@@ -451,9 +457,8 @@ static PyObject *Writer_step(WriterObject *self, PyObject *arg)
 		return NULL;
 	if (step_arg(arg, &step) < 0)
 		return NULL;
-	if (unlikely(self->w->forked))	/* mring_step returns nothing */
+	if (unlikely(do_step(self, step) < 0))
 		return set_error(-EPERM, CTX_WRITE, "step", NULL);
-	do_step(self, step);
 	Py_RETURN_NONE;
 }
 
@@ -573,11 +578,10 @@ static PyObject *Writer_log(WriterObject *self, PyObject *const *args,
 		ms[i++] = m;
 	}
 	if (step_o != Py_None && !(self->has_step && self->last_step == step)) {
-		if (unlikely(self->w->forked)) {
+		if (unlikely(do_step(self, step) < 0)) {
 			set_error(-EPERM, CTX_WRITE, "log", NULL);
 			goto out;
 		}
-		do_step(self, step);
 	}
 	for (k = 0; k < i; k++) {
 		rc = log_one(self, ms[k]->id, vals[k], 1.0, 0);
@@ -620,14 +624,14 @@ static PyObject *Writer_get_step(WriterObject *self, void *c)
 {
 	if (!self->w)
 		return closed_error("step");
-	return PyLong_FromUnsignedLongLong(self->w->step);
+	return PyLong_FromUnsignedLongLong(mring_writer_step(self->w));
 }
 
 static PyObject *Writer_get_epoch(WriterObject *self, void *c)
 {
 	if (!self->w)
 		return closed_error("epoch");
-	return PyLong_FromUnsignedLong(self->w->epoch);
+	return PyLong_FromUnsignedLong(mring_writer_epoch(self->w));
 }
 
 static PyObject *Writer_repr(WriterObject *self)

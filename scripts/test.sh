@@ -14,7 +14,7 @@ need=()
 # what `mring drain` writes (JSON, CSV, TensorBoard event files)
 # tmux drives `mring top` in a real terminal for its test; promtool and a
 # real Prometheus check `mring serve`
-for p in cmake gcc make pkg-config libcriterion-dev python3 python3-protobuf \
+for p in cmake gcc g++ make pkg-config libcriterion-dev python3 python3-protobuf \
 	protobuf-compiler python3-crc32c libncurses-dev tmux liburcu-dev prometheus \
 	python3-dev python3-setuptools python3-pip python3-venv python3-pytest; do
 	# installed, not merely known to dpkg (a removed package keeps its config)

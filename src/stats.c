@@ -17,7 +17,7 @@
 #define MRING_LATCH_TRIES 10000
 #endif
 
-MRING_API int mring_metric_count(struct mring_reader *r)
+MRING_API int mring_metric_count(const struct mring_reader *r)
 {
 	uint32_t n;
 
@@ -28,7 +28,7 @@ MRING_API int mring_metric_count(struct mring_reader *r)
 	return (int)(n > r->max_metrics ? r->max_metrics : n);
 }
 
-static const struct _mring_shm_metric *metric_slot(struct mring_reader *r, int id)
+static const struct _mring_shm_metric *metric_slot(const struct mring_reader *r, int id)
 {
 	int n = mring_metric_count(r);
 
@@ -43,7 +43,7 @@ static unsigned metric_flags(const struct _mring_shm_metric *m)
 	       (MRING_ON_STEP | MRING_ON_EPOCH | MRING_REDUCE_MASK | MRING_PROG_BAR);
 }
 
-MRING_API int mring_metric_info(struct mring_reader *r, int id, char *name,
+MRING_API int mring_metric_info(const struct mring_reader *r, int id, char *name,
 				size_t len, unsigned *flags)
 {
 	const struct _mring_shm_metric *m;
@@ -160,7 +160,7 @@ int _mring_latch_read(const struct _mring_shm_latch *l, struct mring_stats *out,
 	return -EAGAIN;
 }
 
-MRING_API int mring_stats_read(struct mring_reader *r, int id, struct mring_stats *out)
+MRING_API int mring_stats_read(const struct mring_reader *r, int id, struct mring_stats *out)
 {
 	const struct _mring_shm_metric *m;
 
@@ -172,7 +172,7 @@ MRING_API int mring_stats_read(struct mring_reader *r, int id, struct mring_stat
 	return _mring_latch_read(&m->live, out, metric_flags(m));
 }
 
-MRING_API int mring_epoch_read(struct mring_reader *r, int id, struct mring_stats *out)
+MRING_API int mring_epoch_read(const struct mring_reader *r, int id, struct mring_stats *out)
 {
 	const struct _mring_shm_metric *m;
 	unsigned flags;
@@ -189,7 +189,7 @@ MRING_API int mring_epoch_read(struct mring_reader *r, int id, struct mring_stat
 	return _mring_latch_read(&m->epoch, out, flags);
 }
 
-MRING_API int mring_status_read(struct mring_reader *r, struct mring_status *out)
+MRING_API int mring_status_read(const struct mring_reader *r, struct mring_status *out)
 {
 	const struct _mring_shm_hdr *h;
 	uint64_t dpos, dlost, behind;

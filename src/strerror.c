@@ -39,6 +39,9 @@ MRING_API const char *mring_strerror(int err)
 		return "no such segment, or no completed epoch yet";
 	case EINVAL:
 		return "invalid argument";
+	case ELIBBAD:
+		return "program built against another mring.h than the loaded libmring "
+		       "(inline hot path layout differs): rebuild it";
 	default:
 		return strerror(err);
 	}

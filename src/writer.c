@@ -273,8 +273,9 @@ static void writer_free(struct mring_writer *w)
 
 static void limit_reset(struct mring_writer *w, uint64_t tail);
 
-MRING_API int mring_writer_open(const char *path, const struct mring_config *cfg,
-				struct mring_writer **out)
+MRING_API int __mring_writer_open(const char *path, const struct mring_config *cfg,
+				  struct mring_writer **out, unsigned inline_abi,
+				  size_t writer_size)
 {
 	char file[PATH_MAX];
 	struct mring_config c;
@@ -286,6 +287,9 @@ MRING_API int mring_writer_open(const char *path, const struct mring_config *cfg
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
+	/* the caller's inline mring_log() would use other offsets than ours */
+	if (inline_abi != _MRING_INLINE_ABI || writer_size != sizeof(struct mring_writer))
+		return -ELIBBAD;
 	ret = config_resolve(cfg, &c);
 	if (ret < 0)
 		return ret;
@@ -544,6 +548,25 @@ MRING_API int mring_epoch_end(struct mring_writer *w)
 	}
 	_mring_store_relaxed(&w->hdr->head, w->head);
 	return 0;
+}
+
+/* ---- getters ------------------------------------------------------------- */
+
+MRING_API uint64_t mring_writer_step(const struct mring_writer *w)
+{
+	return w ? w->step : 0;
+}
+
+MRING_API uint32_t mring_writer_epoch(const struct mring_writer *w)
+{
+	return w ? w->epoch : 0;
+}
+
+MRING_API int mring_writer_check(const struct mring_writer *w)
+{
+	if (!w)
+		return -EINVAL;
+	return w->forked ? -EPERM : 0;
 }
 
 /* ---- close --------------------------------------------------------------- */

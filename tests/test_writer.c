@@ -281,7 +281,8 @@ Test(writer, a_forked_child_is_detached_from_the_parent_segment)
 	if (pid == 0) {
 		int bad = 0;
 
-		mring_step(w, 99);	/* lands in private memory */
+		bad |= mring_writer_check(w) != -EPERM;
+		bad |= mring_step(w, 99) != -EPERM;	/* lands in private memory */
 		bad |= mring_log(w, id, 666.0) != -EPERM;
 		bad |= mring_log_weighted(w, id, 666.0, 1.0) != -EPERM;
 		bad |= mring_metric(w, "other", MRING_ON_STEP) != -EPERM;
@@ -290,7 +291,10 @@ Test(writer, a_forked_child_is_detached_from_the_parent_segment)
 		_exit(bad);
 	}
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "a call in the child did not say -EPERM (status %#x)", status);
+	cr_assert_eq(mring_writer_check(w), 0, "the parent still owns it");
+	cr_assert_eq(mring_writer_step(w), 1, "the child's step stayed in the child");
 	cr_assert_eq(mring_log(w, id, 2.5), 0, "the parent keeps logging");
 
 	r = open_reader(name, MRING_DRAIN);
@@ -448,4 +452,71 @@ Test(writer, a_segment_name_with_bad_bytes_gives_a_text_run_name)
 	cr_assert_eq(run_of(dir, "cut\xe2\x82", NULL, run), 0);
 	cr_expect_str_eq(run, "cut??", "a truncated character is two bad bytes");
 	rmdir(dir);
+}
+
+/*
+ * The inline hot path compiles struct mring_writer's offsets into the
+ * program; a library with another layout must refuse it at open rather
+ * than let mring_log() write through the wrong fields.
+ */
+Test(writer, a_program_built_for_another_layout_is_refused)
+{
+	const char *name = seg_name("abi");
+	struct mring_writer *w = (struct mring_writer *)1;
+
+	cr_assert_eq(__mring_writer_open(name, NULL, &w, _MRING_INLINE_ABI + 1,
+					 sizeof(struct mring_writer)), -ELIBBAD);
+	cr_assert_null(w);
+	cr_assert_eq(__mring_writer_open(name, NULL, &w, _MRING_INLINE_ABI,
+					 sizeof(struct mring_writer) + 8), -ELIBBAD);
+	cr_assert_null(w);
+	cr_assert_eq(access(seg_path, F_OK), -1, "a refused open created the segment");
+	cr_assert_str_neq(mring_strerror(-ELIBBAD), strerror(ELIBBAD));
+	cr_assert_eq(mring_writer_open(name, NULL, &w), 0);
+	mring_writer_close(w);
+}
+
+/* mring_step() says what became of its STEP record; the step holds regardless. */
+Test(writer, step_returns_what_became_of_its_record)
+{
+	struct mring_writer *w = open_writer(seg_name("stepret"), 8, MRING_FULL_DROP);
+	int id = mring_metric(w, "x", MRING_ON_STEP);
+	int ok = 0, full = 0;
+	struct mring_reader *r;
+	struct mring_event ev[16];
+	int n;
+
+	cr_assert_eq(mring_writer_step(w), 0);
+	cr_assert_eq(mring_writer_epoch(w), 0);
+	/* 8 slots, one kept for a LOST record: 7 STEP records fit */
+	for (uint64_t s = 1; s <= 10; s++) {
+		int ret = mring_step(w, s * 10);
+
+		cr_assert(ret == 0 || ret == -ENOBUFS, "mring_step: %d", ret);
+		ok += ret == 0;
+		full += ret == -ENOBUFS;
+		cr_assert_eq(mring_writer_step(w), s * 10);
+	}
+	cr_assert_eq(ok, 7);
+	cr_assert_eq(full, 3);
+	cr_assert_eq(mring_epoch_end(w), 0);
+	cr_assert_eq(mring_writer_epoch(w), 1);
+	/* a value after a dropped STEP still carries the step */
+	r = open_reader(seg_path, MRING_DRAIN);
+	n = read_all(r, ev, 16);
+	cr_assert_eq(n, 7, "the STEP records that fit");
+	for (int i = 0; i < 7; i++)
+		cr_assert_eq(ev[i].step, (uint64_t)(i + 1) * 10);
+	/* room again: the LOST record goes first, then the value */
+	cr_assert_eq(mring_log(w, id, 1.0), 0);
+	n = read_all(r, ev, 16);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(ev[0].kind, MRING_EV_LOST);
+	cr_assert_eq(ev[0].value, 4.0, "3 dropped STEP records and the EPOCH_END");
+	cr_assert_eq(ev[1].kind, MRING_EV_VALUE);
+	cr_assert_eq(ev[1].step, 100);
+	cr_assert_eq(ev[1].epoch, 1);
+	mring_reader_close(r);
+	cr_assert_eq(mring_writer_check(NULL), -EINVAL);
+	mring_writer_close(w);
 }

@@ -169,14 +169,14 @@ struct _mring_shm_hdr {
 	char pad4[4096 - 568];
 };
 
-_Static_assert(sizeof(struct _mring_rec) == _MRING_REC_SIZE, "record size");
-_Static_assert(sizeof(struct _mring_shm_stats) == 80, "stats size");
-_Static_assert(sizeof(struct _mring_shm_metric) == _MRING_METRIC_STRIDE, "metric stride");
-_Static_assert(sizeof(struct _mring_shm_hdr) == _MRING_HDR_SIZE, "header size");
-_Static_assert(offsetof(struct _mring_shm_hdr, state) == 256, "producer line");
-_Static_assert(offsetof(struct _mring_shm_hdr, tail) == 384, "drainer line");
-_Static_assert(offsetof(struct _mring_shm_hdr, loss) == 512, "loss line");
-_Static_assert(sizeof(struct _mring_shm_ident) <= 248, "identity fits");
-_Static_assert(offsetof(struct _mring_shm_metric, live) == 128, "live latch");
+_MRING_STATIC_ASSERT(sizeof(struct _mring_rec) == _MRING_REC_SIZE, "record size");
+_MRING_STATIC_ASSERT(sizeof(struct _mring_shm_stats) == 80, "stats size");
+_MRING_STATIC_ASSERT(sizeof(struct _mring_shm_metric) == _MRING_METRIC_STRIDE, "metric stride");
+_MRING_STATIC_ASSERT(sizeof(struct _mring_shm_hdr) == _MRING_HDR_SIZE, "header size");
+_MRING_STATIC_ASSERT(offsetof(struct _mring_shm_hdr, state) == 256, "producer line");
+_MRING_STATIC_ASSERT(offsetof(struct _mring_shm_hdr, tail) == 384, "drainer line");
+_MRING_STATIC_ASSERT(offsetof(struct _mring_shm_hdr, loss) == 512, "loss line");
+_MRING_STATIC_ASSERT(sizeof(struct _mring_shm_ident) <= 248, "identity fits");
+_MRING_STATIC_ASSERT(offsetof(struct _mring_shm_metric, live) == 128, "live latch");
 
 #endif /* MRING_LAYOUT_H */

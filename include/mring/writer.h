@@ -37,9 +37,17 @@ struct _mring_acc {
 	uint64_t pad1[3];		/* 128 bytes: id * 128 is one shift */
 };
 
-_Static_assert(sizeof(struct _mring_acc) == 128, "accumulator stride");
+_MRING_STATIC_ASSERT(sizeof(struct _mring_acc) == 128, "accumulator stride");
 
 struct _mring_name_slot;
+
+/*
+ * The layout of struct mring_writer and struct _mring_acc that the inline
+ * hot path compiles into applications.  Bump it with any change to either
+ * (the asserts after the struct are there to make you notice):
+ * mring_writer_open() passes it to the library, which refuses another.
+ */
+#define _MRING_INLINE_ABI	1
 
 struct mring_writer {
 	/* hot: read by every mring_log(), the first 80 bytes */
@@ -72,6 +80,19 @@ struct mring_writer {
 	uint32_t names_mask;
 	struct mring_writer *next;	/* atfork list */
 };
+
+/* The offsets the inline hot path uses; see _MRING_INLINE_ABI. */
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, head) == 0, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, limit) == 8, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, mask) == 16, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, ring) == 24, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, step) == 32, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, wall_ns) == 40, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, meta_epoch) == 48, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, nmetrics) == 56, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, acc) == 64, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, hdr) == 72, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct _mring_acc, live) == 96, "inline ABI");
 
 /*
  * Store one record at @pos.  The stamp is cleared first so that an

@@ -307,8 +307,8 @@ static void snap_free(struct snap *sn)
 	free(sn->s);
 }
 
-static int read_retry(int (*fn)(struct mring_reader *, int, struct mring_stats *),
-		      struct mring_reader *r, int id, struct mring_stats *out)
+static int read_retry(int (*fn)(const struct mring_reader *, int, struct mring_stats *),
+		      const struct mring_reader *r, int id, struct mring_stats *out)
 {
 	int ret;
 

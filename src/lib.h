@@ -92,7 +92,13 @@ struct _mring_loss {
 
 void _mring_acc_reset(struct _mring_acc *a);
 int _mring_names_init(struct mring_writer *w);
+/* loss.c */
+uint64_t _mring_loss_publish(struct _mring_shm_hdr *h, uint64_t last, uint64_t dropped,
+			     uint64_t pending, uint64_t pending_pos);
 void _mring_loss_read(const struct _mring_shm_hdr *h, struct _mring_loss *out);
+/* drainpos.c */
+uint64_t _mring_drainpos_publish(struct _mring_shm_hdr *h, uint64_t last,
+				 uint64_t pos, uint64_t lost);
 void _mring_drainpos_read(const struct _mring_shm_hdr *h, uint64_t *pos,
 			  uint64_t *lost);
 

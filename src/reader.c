@@ -169,21 +169,7 @@ err:
  */
 static void drainpos_publish(struct mring_reader *r)
 {
-	struct _mring_shm_drainpos *d = &r->hdr->dpos;
-	/* 0 means "never published": a wrapped (or planted) seq skips it,
-	 * keeping the copies alternating (found by tests/fuzz) */
-	uint64_t seq = r->dseq + 1 ? r->dseq + 1 : 2;
-
-	/* release fence: pairs with the acquire fence in _mring_drainpos_read */
-	_mring_fence_release();
-	_mring_store_relaxed(&d->copy[seq & 1].pos, r->pos);
-	_mring_store_relaxed(&d->copy[seq & 1].lost, r->lost);
-	/* release: pairs with the acquire load of seq in _mring_drainpos_read */
-	_mring_store_release(&d->seq, seq);
-	r->dseq = seq;
-	/* release: the records below pos were copied out; pairs with the
-	 * acquire load of tail in the producer's room() */
-	_mring_store_release(&r->hdr->tail, r->pos);
+	r->dseq = _mring_drainpos_publish(r->hdr, r->dseq, r->pos, r->lost);
 	r->published = r->pos;
 }
 
@@ -324,9 +310,7 @@ static void lost_event(struct mring_reader *r, struct mring_event *ev,
 static int seal_dead_producer(struct mring_reader *r, struct mring_event *ev)
 {
 	struct _mring_shm_hdr *h = r->hdr;
-	struct _mring_shm_loss *l = &h->loss;
 	struct _mring_loss loss;
-	uint64_t seq;
 
 	_mring_loss_read(h, &loss);
 	if (!loss.pending || loss.pending_pos != r->pos)
@@ -347,14 +331,8 @@ static int seal_dead_producer(struct mring_reader *r, struct mring_event *ev)
 			 _MRING_NO_METRIC,
 			 _mring_load_relaxed(&h->step),
 			 (int64_t)_mring_load_relaxed(&h->step_wall_ns), (double)loss.pending);
-	/* the producer's last latch copy, with nothing pending any more */
-	seq = loss.seq + 1;
-	_mring_fence_release();
-	_mring_store_relaxed(&l->copy[seq & 1].dropped, loss.dropped);
-	_mring_store_relaxed(&l->copy[seq & 1].pending, 0);
-	_mring_store_relaxed(&l->copy[seq & 1].pending_pos, r->pos + 1);
-	/* release: pairs with the acquire load of seq in _mring_loss_read */
-	_mring_store_release(&l->seq, seq);
+	/* the producer's last loss record, with nothing pending any more */
+	_mring_loss_publish(h, loss.seq, loss.dropped, 0, r->pos + 1);
 	return 1;
 }
 

@@ -9,14 +9,6 @@
 
 #include "lib.h"
 
-/*
- * Attempts before mring_stats_read() says -EAGAIN.  A test build may set
- * fewer: a failed attempt is harmless, only its cost changes.
- */
-#ifndef MRING_LATCH_TRIES
-#define MRING_LATCH_TRIES 10000
-#endif
-
 MRING_API int mring_metric_count(const struct mring_reader *r)
 {
 	uint32_t n;
@@ -118,12 +110,12 @@ static void stats_fill(struct mring_stats *out, const struct stats_words *w,
 }
 
 /*
- * Read a two-copy latch: the copy the sequence selects, then the sequence
- * again; equal means no update began meanwhile.  A writer killed
- * mid-update left the sequence on a complete copy, so this never wedges.
+ * Read a metric's statistics latch (include/mring/latch.h): the copy the
+ * sequence selects, then the sequence again; equal means no update began
+ * meanwhile.  A writer killed mid-update left the sequence on a complete
+ * copy, so this never wedges.
  *
- * A failed attempt starts the next one from the sequence it just loaded,
- * at once: the producer never waits for readers, so pausing would not
+ * A failed attempt starts the next one at once: the producer never waits for readers, so pausing would not
  * make a quiet moment likelier, only the answer later.  Against a
  * producer updating flat out, reads got about 3x faster and, at 4
  * attempts each, 2 to 6 times as many were answered (docs/performance.md
@@ -133,30 +125,17 @@ int _mring_latch_read(const struct _mring_shm_latch *l, struct mring_stats *out,
 		      unsigned flags)
 {
 	struct stats_words w;
-	uint64_t s0, s1;
-	int tries;
 
-	/* acquire: pairs with the release store of seq in _mring_latch_put
-	 * and _mring_acc_note */
-	s0 = _mring_load_acquire(&l->seq);
-	for (tries = 0; tries < MRING_LATCH_TRIES; tries++) {
-		stats_load(&w, &l->copy[s0 & 1]);
-		/* acquire fence: pairs with the release fence before the
-		 * producer rewrites a copy (same two functions).  This fence
-		 * is what makes the check below valid: it keeps the copy's
-		 * relaxed loads before the load of s1, which an acquire load
-		 * alone would not. */
-		_mring_fence_acquire();
-		/* acquire: pairs with the release store of seq, like the first
-		 * load; needed only when s1 starts the next attempt, whose copy
-		 * loads must see everything published up to s1 */
-		s1 = _mring_load_acquire(&l->seq);
-		if (s1 == s0) {
+	for (int tries = 0; tries < _MRING_LATCH_TRIES; tries++) {
+		uint64_t s = _mring_latch_read_begin(&l->seq);
+
+		stats_load(&w, &l->copy[s & 1]);
+		if (!_mring_latch_read_retry(&l->seq, s)) {
 			stats_fill(out, &w, flags);
 			return 0;
 		}
-		s0 = s1;
 	}
+	/* the producer updated the metric flat out: the caller retries */
 	return -EAGAIN;
 }
 

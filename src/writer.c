@@ -413,17 +413,8 @@ static int64_t room(struct mring_writer *w, uint64_t need)
 /* Publish {dropped, pending, pending position} as one (a latch). */
 static void loss_publish(struct mring_writer *w)
 {
-	struct _mring_shm_loss *l = &w->hdr->loss;
-	uint64_t seq = w->loss_seq + 1;
-
-	/* release fence: pairs with the acquire fence in _mring_loss_read */
-	_mring_fence_release();
-	_mring_store_relaxed(&l->copy[seq & 1].dropped, w->dropped);
-	_mring_store_relaxed(&l->copy[seq & 1].pending, w->lost);
-	_mring_store_relaxed(&l->copy[seq & 1].pending_pos, w->head);
-	/* release: pairs with the acquire load of seq in _mring_loss_read */
-	_mring_store_release(&l->seq, seq);
-	w->loss_seq = seq;
+	w->loss_seq = _mring_loss_publish(w->hdr, w->loss_seq, w->dropped, w->lost,
+					  w->head);
 }
 
 static void record_drop(struct mring_writer *w)
@@ -496,10 +487,7 @@ MRING_API int __mring_bad_id(struct mring_writer *w, int id)
 
 static void epoch_publish(struct mring_writer *w, int id, struct _mring_acc *a)
 {
-	uint64_t seq = a->eseq + 1;
-
-	_mring_latch_put(&w->metrics[id].epoch, seq, a, w->epoch);
-	a->eseq = seq;
+	a->eseq = _mring_latch_put(&w->metrics[id].epoch, a->eseq, a, w->epoch);
 }
 
 /* An empty accumulator: the state of a metric at the start of an epoch. */

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include "latch.h"
 #include "layout.h"
 
 /*
@@ -134,25 +135,21 @@ static inline __attribute__((always_inline)) void _mring_stats_store(struct _mri
  * selects, then @seq: the live latch at every log, the epoch latch at an
  * epoch end.
  */
-static inline __attribute__((always_inline)) void
-_mring_latch_put(struct _mring_shm_latch *l, uint64_t seq,
+static inline __attribute__((always_inline)) uint64_t
+_mring_latch_put(struct _mring_shm_latch *l, uint64_t last,
 		 const struct _mring_acc *a, uint32_t epoch)
 {
-	/* release fence: the previous seq store is ordered before these
-	 * copy stores; pairs with the acquire fence in _mring_latch_read */
-	_mring_fence_release();
+	uint64_t seq = _mring_latch_write_begin(last);
+
 	_mring_stats_store(&l->copy[seq & 1], a, epoch);
-	/* release: pairs with the acquire load of seq in _mring_latch_read */
-	_mring_store_release(&l->seq, seq);
+	_mring_latch_write_end(&l->seq, seq);
+	return seq;
 }
 
 /* Publish the whole accumulator into its live latch. */
 static inline __attribute__((always_inline)) void _mring_acc_publish(struct _mring_acc *a, uint32_t epoch)
 {
-	uint64_t seq = a->seq + 1;
-
-	_mring_latch_put(a->live, seq, a, epoch);
-	a->seq = seq;
+	a->seq = _mring_latch_put(a->live, a->seq, a, epoch);
 }
 
 /*
@@ -163,22 +160,21 @@ static inline __attribute__((always_inline)) void _mring_acc_note(struct _mring_
 				   uint64_t step, uint32_t epoch)
 {
 	struct _mring_shm_latch *l = a->live;
-	uint64_t seq = a->seq + 1;
-	struct _mring_shm_stats *c = &l->copy[seq & 1];
+	struct _mring_shm_stats *c;
+	uint64_t seq;
 
 	if (__builtin_expect(isfinite(v), 1))
 		a->count++;
 	else
 		a->nonfinite++;
-	/* release fence: pairs with the acquire fence in _mring_latch_read */
-	_mring_fence_release();
+	seq = _mring_latch_write_begin(a->seq);
+	c = &l->copy[seq & 1];
 	_mring_store_relaxed(&c->epoch, epoch);
 	_mring_store_relaxed(&c->count, a->count);
 	_mring_store_relaxed(&c->nonfinite, a->nonfinite);
 	_mring_store_relaxed(&c->last, _mring_dbits(v));
 	_mring_store_relaxed(&c->last_step, step);
-	/* release: pairs with the acquire load of seq in _mring_latch_read */
-	_mring_store_release(&l->seq, seq);
+	_mring_latch_write_end(&l->seq, seq);
 	a->seq = seq;
 }
 

@@ -200,12 +200,16 @@ struct rec_copy {
 	uint64_t stamp, step, value, wall, meta;
 };
 
-/*
- * Copy the record at r->pos.  Returns 1 with a consistent copy, 0 when it
- * is not committed yet, 2 when the slot already holds a later lap (the
- * copy's stamp says which), -EBADMSG when the stamp cannot be.
- */
-static int rec_load(struct mring_reader *r, struct rec_copy *c)
+/* What rec_load() found at r->pos. */
+enum rec_state {
+	REC_CORRUPT = -1,	/* a stamp that cannot be: -EBADMSG */
+	REC_NOT_YET = 0,	/* not committed yet */
+	REC_READY,		/* a consistent copy of the record */
+	REC_LAPPED,		/* a later lap is there; the copy's stamp says which */
+};
+
+/* Copy the record at r->pos. */
+static enum rec_state rec_load(struct mring_reader *r, struct rec_copy *c)
 {
 	const struct _mring_rec *rec = &r->ring[r->pos & r->mask];
 	uint64_t want = r->pos + 1;
@@ -222,13 +226,13 @@ static int rec_load(struct mring_reader *r, struct rec_copy *c)
 		_mring_fence_acquire();
 		c->stamp = _mring_load_relaxed(&rec->stamp);
 		if (c->stamp == want)
-			return 1;
+			return REC_READY;
 	}
 	if (c->stamp == 0)
-		return 0;
+		return REC_NOT_YET;
 	if (((c->stamp - 1) & r->mask) != (r->pos & r->mask))
-		return -EBADMSG;
-	return c->stamp > want ? 2 : 0;
+		return REC_CORRUPT;
+	return c->stamp > want ? REC_LAPPED : REC_NOT_YET;
 }
 
 static uint32_t metric_limit(struct mring_reader *r)
@@ -305,26 +309,31 @@ static void lost_event(struct mring_reader *r, struct mring_event *ev,
  * report them: a drainer writes the record into the ring (the producer
  * is dead, the drainer is the only writer left) so it is delivered and
  * counted once, across drainer restarts too; an observer only reports it.
- * Returns 1 when a record was written, 2 when @ev was filled, else 0.
  */
-static int seal_dead_producer(struct mring_reader *r, struct mring_event *ev)
+enum seal_result {
+	SEAL_NONE,		/* nothing to seal: the ring really ends here */
+	SEAL_WRITTEN,		/* a drainer wrote the LOST record at r->pos */
+	SEAL_REPORTED,		/* an observer filled @ev with it */
+};
+
+static enum seal_result seal_dead_producer(struct mring_reader *r, struct mring_event *ev)
 {
 	struct _mring_shm_hdr *h = r->hdr;
 	struct _mring_loss loss;
 
 	_mring_loss_read(h, &loss);
 	if (!loss.pending || loss.pending_pos != r->pos)
-		return 0;
+		return SEAL_NONE;
 	if (_mring_lock_held(r->fd, _MRING_LOCK_PRODUCER) != 0)
-		return 0;	/* alive: it writes the record itself */
+		return SEAL_NONE;	/* alive: it writes the record itself */
 	/* the producer is dead: everything it stored is visible and final */
 	_mring_loss_read(h, &loss);
 	if (!loss.pending || loss.pending > (UINT64_C(1) << 53) || loss.pending_pos != r->pos)
-		return 0;
+		return SEAL_NONE;
 	if (!(r->flags & MRING_DRAIN)) {
 		lost_event(r, ev, r->pos, loss.pending);
 		r->pos++;
-		return 2;
+		return SEAL_REPORTED;
 	}
 	_mring_rec_store(&r->ring[r->pos & r->mask], r->pos,
 			 _mring_load_relaxed(&h->epoch) << 32 | MRING_EV_LOST << 16 |
@@ -333,7 +342,7 @@ static int seal_dead_producer(struct mring_reader *r, struct mring_event *ev)
 			 (int64_t)_mring_load_relaxed(&h->step_wall_ns), (double)loss.pending);
 	/* the producer's last loss record, with nothing pending any more */
 	_mring_loss_publish(h, loss.seq, loss.dropped, 0, r->pos + 1);
-	return 1;
+	return SEAL_WRITTEN;
 }
 
 /*
@@ -355,12 +364,14 @@ MRING_API int mring_read(struct mring_reader *r, struct mring_event *ev, int max
 {
 	struct rec_copy c;
 	int n = 0, ret = 0, gap = -2;
+	enum seal_result seal;
 
 	if (!r || !ev || max < 0)
 		return -EINVAL;
 	while (n < max) {
-		ret = rec_load(r, &c);
-		if (ret == 1) {
+		enum rec_state st = rec_load(r, &c);
+
+		if (st == REC_READY) {
 			ret = rec_decode(r, &c, &ev[n]);
 			if (ret < 0)
 				break;
@@ -368,7 +379,7 @@ MRING_API int mring_read(struct mring_reader *r, struct mring_event *ev, int max
 			r->started = true;
 			r->pos++;
 			n++;
-		} else if (ret == 2) {
+		} else if (st == REC_LAPPED) {
 			uint64_t next = lap_skip(r, c.stamp);
 
 			if (r->started || (r->flags & MRING_DRAIN)) {
@@ -383,13 +394,14 @@ MRING_API int mring_read(struct mring_reader *r, struct mring_event *ev, int max
 				r->lost += next - r->pos;
 			}
 			r->pos = next;
-		} else if (ret == 0) {
-			ret = seal_dead_producer(r, &ev[n]);
-			if (ret == 2)
+		} else if (st == REC_NOT_YET) {
+			seal = seal_dead_producer(r, &ev[n]);
+			if (seal == SEAL_REPORTED)
 				n++;
-			else if (ret == 0)
+			else if (seal == SEAL_NONE)
 				break;
 		} else {
+			ret = -EBADMSG;
 			break;
 		}
 	}

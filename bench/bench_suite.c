@@ -813,6 +813,113 @@ static double peer_wfcq(uint64_t steps)
 }
 #endif
 
+/*
+ * The floor: a minimal single-producer ring in shared memory, with a
+ * consumer process busy-polling on the other CPU, as a hand-written
+ * logger would be.  Records are struct prec (32 bytes: the fields of an
+ * mring record, step and wall time included); head and tail each have
+ * their own 128 bytes; the producer publishes head (release) after every
+ * record, or once per burst of BURST (@per_burst: the consumer then sees
+ * a step's records together, as a batching logger would publish them),
+ * and reloads tail only when its cached copy says full; the
+ * consumer reads everything below the head it loaded, then publishes
+ * tail.  No crash safety, no loss accounting, no statistics, no
+ * observers: what mring costs beyond this is what those cost.
+ */
+#define SPSC_CAP	(UINT64_C(1) << 16)
+
+struct spsc {
+	_Atomic uint64_t head __attribute__((aligned(128)));
+	_Atomic uint64_t tail __attribute__((aligned(128)));
+	struct prec ring[SPSC_CAP] __attribute__((aligned(128)));
+};
+
+static void spsc_consumer(struct spsc *q, uint64_t n)
+{
+	uint64_t pos = 0, head, count = 0;
+	double sum = 0;
+
+	pin(cpu_cons);
+	atomic_store(&sh->ready, 1);
+	while (pos < n) {
+		/* acquire: pairs with the producer's release store of head */
+		head = atomic_load_explicit(&q->head, memory_order_acquire);
+		if (head == pos) {
+			relax();
+			continue;
+		}
+		for (; pos < head; pos++) {
+			sum += q->ring[pos & (SPSC_CAP - 1)].value;
+			count++;
+		}
+		/* release: the slots below pos were read; pairs with the
+		 * producer's acquire load of tail */
+		atomic_store_explicit(&q->tail, pos, memory_order_release);
+	}
+	sh->values = count;
+	sh->sink = sum;
+	_exit(0);
+}
+
+static double peer_spsc(uint64_t steps, int per_burst)
+{
+	uint64_t n = steps * BURST, head = 0, tail = 0, s, v = 0;
+	struct spsc *q = mmap(NULL, sizeof(*q), PROT_READ | PROT_WRITE,
+			      MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	double t0, t1;
+	pid_t pid;
+	int j;
+
+	if (q == MAP_FAILED) {
+		perror("bench_suite: mmap");
+		exit(1);
+	}
+	memset(sh, 0, offsetof(struct shared, lat));
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0)
+		spsc_consumer(q, n);
+	if (pid < 0 || wait_ready(pid) < 0)
+		die("spsc consumer", pid < 0 ? -errno : -ECHILD);
+	t0 = now_ns();
+	for (s = 0; s < steps; s++) {
+		int64_t wall = wall_now();
+
+		for (j = 0; j < BURST; j++) {
+			struct prec *r;
+
+			while (head - tail >= SPSC_CAP) {
+				/* acquire: pairs with the consumer's release store of tail */
+				tail = atomic_load_explicit(&q->tail, memory_order_acquire);
+				if (head - tail >= SPSC_CAP)
+					relax();
+			}
+			r = &q->ring[head & (SPSC_CAP - 1)];
+			r->metric = j;
+			r->epoch = 0;
+			r->step = s;
+			r->value = (double)v++;
+			r->wall_ns = wall;
+			head++;
+			/* release: the records are complete; pairs with the
+			 * consumer's acquire load of head */
+			if (!per_burst)
+				atomic_store_explicit(&q->head, head, memory_order_release);
+		}
+		if (per_burst)
+			atomic_store_explicit(&q->head, head, memory_order_release);
+	}
+	t1 = now_ns();
+	reap(pid);
+	if (sh->values != n || sh->sink != (double)n * (double)(n - 1) / 2) {
+		fprintf(stderr, "bench_suite: spsc consumer got %llu records\n",
+			(unsigned long long)sh->values);
+		check_fails++;
+	}
+	munmap(q, sizeof(*q));
+	return (t1 - t0) / (double)n;
+}
+
 static void section2(double mring_ns, double mring_ns_nap, uint64_t nval)
 {
 	uint64_t steps = nval / BURST;
@@ -830,6 +937,11 @@ static void section2(double mring_ns, double mring_ns_nap, uint64_t nval)
 #else
 	(void)mring_ns_nap;
 #endif
+	peer_row("2.06", "minimal SPSC shm ring, busy-polling consumer", peer_spsc(steps, 0),
+		 mring_ns, "32-byte records, head published per record");
+	peer_row("2.06b", "  same, head published once per burst of 16", peer_spsc(steps, 1),
+		 mring_ns, "the floor; goal: mring (2.00) within 1.5x of it");
+	target(fig("2.06b", NULL, NULL), ">= 0.67x (mring <= 1.5x it)", 1.0 / 1.5, 0, 1);
 	peer_row("2.02", "fprintf text line, buffered file", peer_fprintf(steps / 2),
 		 mring_ns, "%.17g value; file in $TMPDIR or /tmp; fclose timed");
 	peer_row("2.03", "write(2) 1 record/call, pipe to a process", peer_pipe(steps / 8),

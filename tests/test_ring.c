@@ -5,7 +5,9 @@
  * loss, drainer exclusivity and resumption, observers.
  */
 #include <math.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 
 #include "helpers.h"
 
@@ -196,22 +198,46 @@ Test(ring, wait_mode_without_a_drainer_drops_instead_of_hanging)
 	mring_writer_close(w);
 }
 
-Test(ring, wait_mode_with_a_dead_drainer_drops_instead_of_hanging)
+/*
+ * The drainer must really have been attached when it died: its header
+ * flag outlives it and only its lock tells the producer it is gone.  A
+ * child that never attached would make this the test above again.  The
+ * timeout turns a producer waiting for the dead drainer into a failure.
+ */
+Test(ring, wait_mode_with_a_dead_drainer_drops_instead_of_hanging, .timeout = 30)
 {
+	struct {
+		_Atomic uint64_t attached;	/* the child holds the drainer */
+		_Atomic uint64_t die;		/* the parent has seen it */
+	} *sh = test_shared_page(sizeof(*sh));
 	const char *name = seg_name("waitdead");
 	struct mring_writer *w = open_writer(name, 8, MRING_FULL_WAIT);
+	struct mring_reader *o = open_reader(name, MRING_OBSERVE);
 	int id = mring_metric(w, "x", MRING_ON_STEP);
-	int dropped = 0, status;
-	pid_t pid = fork();
+	struct mring_status st;
+	int dropped = 0;
+	pid_t pid = test_fork();
 
 	if (pid == 0) {
-		open_reader(name, MRING_DRAIN);
-		raise(SIGKILL);		/* dies attached */
+		child_open_reader(name, MRING_DRAIN);
+		atomic_store(&sh->attached, 1);
+		while (!atomic_load(&sh->die))
+			sched_yield();
+		child_kill_self();	/* dies attached */
 	}
-	waitpid(pid, &status, 0);
+	wait_child_flag(&sh->attached, pid, "opens the drainer");
+	CHECK_OK(mring_status_read(o, &st));
+	cr_assert_eq(st.drainer, 1, "the child is attached as the drainer");
+	atomic_store(&sh->die, 1);
+	wait_child_signal(pid, SIGKILL, "drains and kills itself");
+	CHECK_OK(mring_status_read(o, &st));
+	cr_assert_eq(st.drainer, 0, "the dead drainer's lock went with it");
+	cr_assert_eq(_mring_load_relaxed(&w->hdr->drainer), 1,
+		     "the header still says a drainer is attached");
 	for (int i = 0; i < 20; i++)
 		dropped += mring_log(w, id, 1.0) == -ENOBUFS;
 	cr_expect_eq(dropped, 13);
+	mring_reader_close(o);
 	mring_writer_close(w);
 }
 
@@ -222,7 +248,6 @@ Test(ring, one_drainer_at_a_time_and_it_resumes_exactly)
 	struct mring_reader *r = open_reader(name, MRING_DRAIN), *r2 = NULL;
 	int id = mring_metric(w, "x", MRING_ON_STEP);
 	struct mring_event ev[16];
-	int status;
 	pid_t pid;
 
 	cr_expect_eq(mring_reader_open(name, MRING_DRAIN, &r2), -EBUSY,
@@ -234,17 +259,16 @@ Test(ring, one_drainer_at_a_time_and_it_resumes_exactly)
 	mring_reader_close(r);
 
 	/* a drainer killed without closing: its position still holds */
-	pid = fork();
+	pid = test_fork();
 	if (pid == 0) {
-		struct mring_reader *cr = open_reader(name, MRING_DRAIN);
+		struct mring_reader *cr = child_open_reader(name, MRING_DRAIN);
 		struct mring_event e[3];
 
-		if (mring_read(cr, e, 3) != 3 || e[0].seq != 4)
-			_exit(1);
-		raise(SIGKILL);
+		CHILD_ASSERT(mring_read(cr, e, 3) == 3);
+		CHILD_ASSERT(e[0].seq == 4);
+		child_kill_self();
 	}
-	waitpid(pid, &status, 0);
-	cr_assert(WIFSIGNALED(status), "child drainer failed its own checks");
+	wait_child_signal(pid, SIGKILL, "reads 3 events from seq 4 and kills itself");
 	r = open_reader(name, MRING_DRAIN);
 	cr_assert_eq(read_all(r, ev, 16), 3);
 	cr_expect_eq(ev[0].seq, 7);

@@ -62,7 +62,6 @@ Test(status, clean_close_and_crash_are_told_apart)
 	struct mring_status st;
 	char crashed[128];
 	pid_t pid;
-	int status;
 
 	mring_writer_close(w);
 	CHECK_OK(mring_status_read(r, &st));
@@ -72,12 +71,12 @@ Test(status, clean_close_and_crash_are_told_apart)
 	unlink(seg_path);
 
 	snprintf(crashed, sizeof(crashed), "%s", seg_name("crashed"));
-	pid = fork();
+	pid = test_fork();
 	if (pid == 0) {
-		open_writer(crashed, 64, MRING_FULL_DROP);
-		raise(SIGKILL);
+		child_open_writer(crashed, 64, MRING_FULL_DROP);
+		child_kill_self();
 	}
-	waitpid(pid, &status, 0);
+	wait_child_signal(pid, SIGKILL, "opens a writer and kills itself");
 	r = open_reader(crashed, MRING_OBSERVE);
 	CHECK_OK(mring_status_read(r, &st));
 	cr_expect_eq(st.alive, 0);

@@ -28,7 +28,9 @@ static struct shared *shared_page(void)
 /*
  * The producer, in its own process (a forked child cannot use its
  * parent's writer): record i is STEP(i) at position 2i, then VALUE i at
- * 2i + 1.  It waits for @go so readers can attach first.
+ * 2i + 1.  It waits for @go so readers can attach first.  It checks with
+ * CHILD_CHECK, never cr_assert (helpers.h), and exits 0 only if all went
+ * well.
  */
 static pid_t spawn_producer(const char *name, uint64_t cap, int mode,
 			    uint64_t steps, struct shared *sh)
@@ -36,10 +38,11 @@ static pid_t spawn_producer(const char *name, uint64_t cap, int mode,
 	pid_t pid = test_fork();
 
 	if (pid == 0) {
-		struct mring_writer *w = open_writer(name, cap, mode);
-		int id = mring_metric(w, "x", MRING_ON_STEP | MRING_ON_EPOCH);
+		struct mring_writer *w = child_open_writer(name, cap, mode);
 		uint64_t ok = 0, dropped = 0;
+		int id;
 
+		CHILD_CHECK(id = mring_metric(w, "x", MRING_ON_STEP | MRING_ON_EPOCH));
 		atomic_store(&sh->ready, 1);
 		while (!atomic_load(&sh->go))
 			sched_yield();
@@ -52,10 +55,10 @@ static pid_t spawn_producer(const char *name, uint64_t cap, int mode,
 		}
 		atomic_store(&sh->ok, ok);
 		atomic_store(&sh->dropped, dropped);
-		_exit(mring_writer_close(w) != 0);
+		CHILD_CHECK(mring_writer_close(w));
+		_exit(0);
 	}
-	while (!atomic_load(&sh->ready))
-		sched_yield();
+	wait_child_flag(&sh->ready, pid, "produces");
 	return pid;
 }
 
@@ -128,7 +131,8 @@ static void drain_all(struct mring_reader *r, pid_t pid, struct check *c,
 			break;
 		exited = waitpid(pid, &status, WNOHANG) == pid;
 		if (exited)
-			cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+			cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+				  "the producer %s", child_status(status));
 	}
 }
 
@@ -208,7 +212,8 @@ Test(stress, overwrite_mode_never_hands_out_a_torn_record, .timeout = 300)
 			break;
 		exited = waitpid(pid, &status, WNOHANG) == pid;
 	}
-	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the producer %s", child_status(status));
 	cr_expect_eq(cd.next, 2 * steps, "every position accounted for");
 	cr_expect_eq(cd.values + cd.steps + cd.lost, 2 * steps);
 	CHECK_OK(mring_status_read(d, &st));
@@ -225,25 +230,24 @@ Test(stress, statistics_snapshots_are_never_torn, .timeout = 300)
 	struct mring_reader *r;
 	struct mring_stats st;
 	uint64_t reads = 0, snapshots = 0, changes = 0, last = 0;
-	int id = 0, status;
+	int id = 0;
 	pid_t pid = test_fork();
 
 	if (pid == 0) {
-		struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
+		struct mring_writer *w = child_open_writer(name, 64, MRING_FULL_DROP);
 
-		id = mring_metric(w, "loss", MRING_ON_EPOCH);
+		CHILD_CHECK(id = mring_metric(w, "loss", MRING_ON_EPOCH));
 		atomic_store(&sh->ready, 1);
 		/* every update keeps weight == sum == 2 * count */
 		for (uint64_t i = 0; !atomic_load(&sh->go); i++) {
-			if (mring_log_weighted(w, id, 1.0, 2.0) != 0)
-				_exit(2);
+			CHILD_CHECK(mring_log_weighted(w, id, 1.0, 2.0));
 			if (i % 1000000 == 999999)
-				mring_epoch_end(w);
+				CHILD_CHECK(mring_epoch_end(w));
 		}
-		_exit(mring_writer_close(w) != 0);
+		CHILD_CHECK(mring_writer_close(w));
+		_exit(0);
 	}
-	while (!atomic_load(&sh->ready))
-		sched_yield();
+	wait_child_flag(&sh->ready, pid, "updates the statistics");
 	r = open_reader(name, MRING_OBSERVE);
 	/*
 	 * 10^7 reads, then more until the producer has moved the snapshot
@@ -279,8 +283,7 @@ Test(stress, statistics_snapshots_are_never_torn, .timeout = 300)
 		    (unsigned long long)reads, (unsigned long long)snapshots,
 		    (unsigned long long)changes);
 	atomic_store(&sh->go, 1);
-	waitpid(pid, &status, 0);
-	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	wait_child_exit(pid, 0, "updates the statistics");
 	cr_expect_geq(changes, 2000, "the reader really raced the producer");
 	mring_reader_close(r);
 }

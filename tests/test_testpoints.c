@@ -36,22 +36,25 @@ static double val(int s, int m)
 	return s * 10 + m + 1;
 }
 
+/* Runs in a forked child: CHILD_CHECK, never cr_assert (helpers.h). */
 static void script(const char *name, struct shared *sh)
 {
-	struct mring_writer *w = open_writer(name, 8, MRING_FULL_DROP);
-	int a = mring_metric(w, "a", MRING_ON_STEP);
-	int b = mring_metric(w, "b", MRING_ON_STEP | MRING_ON_EPOCH);
+	struct mring_writer *w = child_open_writer(name, 8, MRING_FULL_DROP);
+	int a, b;
+
+	CHILD_CHECK(a = mring_metric(w, "a", MRING_ON_STEP));
+	CHILD_CHECK(b = mring_metric(w, "b", MRING_ON_STEP | MRING_ON_EPOCH));
 
 	for (int s = 0; s < NSTEPS; s++) {
 		mring_step(w, (uint64_t)s);
 		atomic_store(&sh->ret[s][0], mring_log(w, a, val(s, 0)));
 		atomic_store(&sh->ret[s][1], mring_log(w, b, val(s, 1)));
 		if (s == 2) {
-			mring_epoch_end(w);
+			CHILD_CHECK(mring_epoch_end(w));
 			atomic_store(&sh->epoch_ends, 1);
 		}
 	}
-	mring_writer_close(w);
+	CHILD_CHECK(mring_writer_close(w));
 }
 
 static pid_t run(const char *name, struct shared *sh, uint64_t at)
@@ -61,7 +64,7 @@ static pid_t run(const char *name, struct shared *sh, uint64_t at)
 	for (int s = 0; s < NSTEPS; s++)
 		sh->ret[s][0] = sh->ret[s][1] = 1;
 	sh->epoch_ends = 0;
-	pid = fork();
+	pid = test_fork();
 	if (pid == 0) {
 		points = 0;	/* the parent's own reads counted too */
 		kill_at = at;
@@ -142,16 +145,16 @@ Test(testpoints, a_producer_killed_at_every_point_loses_nothing_that_returned,
 	pid_t pid;
 
 	pid = run(name, sh, 0);
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	wait_child_exit(pid, 0, "runs the script to the end");
 	total = atomic_load(&sh->points);
 	cr_assert_gt(total, 100, "the script passes %llu points", (unsigned long long)total);
 	for (k = 1; k <= total; k++) {
 		unlink(seg_path);
 		pid = run(name, sh, k);
-		cr_assert_eq(waitpid(pid, &status, 0), pid);
+		status = wait_child(pid);
 		cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
-			  "point %llu was not reached", (unsigned long long)k);
+			  "point %llu was not reached: the producer %s",
+			  (unsigned long long)k, child_status(status));
 		if (access(seg_path, F_OK) == 0)
 			check(name, sh, k);
 	}

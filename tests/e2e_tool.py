@@ -21,6 +21,7 @@ import time
 import traceback
 
 ARGS = None
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # docs/segment-format.md §2 and §4: offsets in the 4096-byte header
 OFF_ON_FULL = 88        # id.on_full, u32
@@ -230,6 +231,47 @@ def test_rm_command_line(env):
     r = env.mring("rm", "--", "-dash")
     assert r.returncode == 0, r.stderr
     assert not os.path.exists(env.seg("-dash"))
+
+
+def test_version_and_help(env):
+    # the versions come from the header the tool was built with; compare
+    # with the header itself, read here independently
+    hdr = open(os.path.join(HERE, "..", "include", "mring.h")).read()
+    lay = open(os.path.join(HERE, "..", "include", "mring", "layout.h")).read()
+
+    def define(text, name):
+        m = re.search(r"#define\s+%s\s+(\d+)" % name, text)
+        assert m, name
+        return m.group(1)
+
+    ver = ".".join(define(hdr, "MRING_VERSION_" + p) for p in ("MAJOR", "MINOR", "PATCH"))
+    fmt = "%s.%s" % (define(lay, "_MRING_ABI_MAJOR"), define(lay, "_MRING_ABI_MINOR"))
+    for args in (["--version"], ["-V"], ["version"]):
+        r = env.mring(*args)
+        assert r.returncode == 0 and not r.stderr, (args, r.stderr)
+        lines = r.stdout.splitlines()
+        assert lines[0] == "mring " + ver, lines
+        assert lines[1].startswith("libmring %s " % ver), lines
+        assert lines[2].startswith("segment format %s " % fmt), lines
+    r = env.mring("version", "extra")
+    assert r.returncode == 1 and "usage: mring version" in r.stderr, r.stderr
+    top = env.mring("--help")
+    for args in (["help"], ["-h"], ["help", "help"], ["help", "version"]):
+        r = env.mring(*args)
+        assert r.returncode == 0 and r.stdout == top.stdout, args
+    assert "version" in top.stdout and "help [COMMAND]" in top.stdout, top.stdout
+    # `mring help CMD` is `mring CMD --help`, for every command
+    for cmd in ("drain", "ls", "stat", "rm", "top", "serve"):
+        own = env.mring(cmd, "--help")
+        r = env.mring("help", cmd)
+        assert own.returncode == 0 and own.stdout.startswith("usage: mring " + cmd), cmd
+        assert r.returncode == 0 and r.stdout == own.stdout, cmd
+    r = env.mring("help", "nosuch")
+    assert r.returncode == 1 and "unknown command 'nosuch'" in r.stderr, r.stderr
+    r = env.mring("help", "drain", "x")
+    assert r.returncode == 1 and "usage: mring help [COMMAND]" in r.stderr, r.stderr
+    r = env.mring()
+    assert r.returncode == 1 and "usage: mring COMMAND" in r.stderr, r.stderr
 
 
 def main():

@@ -26,8 +26,31 @@ static const char usage[] =
 	"  top [SEGMENT|GLOB]...        live full-screen view of segments and metrics\n"
 	"  serve [OPTIONS] [SEGMENT]... Prometheus /metrics endpoint (default 127.0.0.1:9464)\n"
 	"\n"
+	"  version                      tool, library and segment format versions\n"
+	"  help [COMMAND]               this text, or a command's own\n"
+	"\n"
 	"SEGMENT: a path, a bare name in $MRING_DIR (default /dev/shm), or a glob.\n"
-	"`mring COMMAND --help` describes each command.\n";
+	"`mring COMMAND --help` (or `mring help COMMAND`) describes each command.\n";
+
+/*
+ * The tool links libmring statically, so the library it reads segments
+ * with is the one it was built with: the versions are compile-time ones.
+ */
+static int cmd_version(int argc, char **argv)
+{
+	(void)argv;
+	if (argc > 1) {
+		fputs("usage: mring version\n", stderr);
+		return EXIT_USAGE;
+	}
+	printf("mring %d.%d.%d\n", MRING_VERSION_MAJOR, MRING_VERSION_MINOR,
+	       MRING_VERSION_PATCH);
+	printf("libmring %d.%d.%d (linked in; inline ABI %d)\n", MRING_VERSION_MAJOR,
+	       MRING_VERSION_MINOR, MRING_VERSION_PATCH, _MRING_INLINE_ABI);
+	printf("segment format %d.%d (reads %d.x)\n", _MRING_ABI_MAJOR, _MRING_ABI_MINOR,
+	       _MRING_ABI_MAJOR);
+	return 0;
+}
 
 const char *mring_dir(void)
 {
@@ -486,11 +509,40 @@ int main(int argc, char **argv)
 		{ "top", cmd_top }, { "serve", cmd_serve },
 	};
 
-	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-		fputs(usage, argc < 2 ? stderr : stdout);
-		return argc < 2 ? EXIT_USAGE : 0;
+	const size_t ncmds = sizeof(cmds) / sizeof(cmds[0]);
+
+	if (argc < 2) {
+		fputs(usage, stderr);
+		return EXIT_USAGE;
 	}
-	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+	    (!strcmp(argv[1], "help") && argc == 2)) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))
+		return cmd_version(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "help")) {
+		/* `mring help drain` is `mring drain --help` */
+		char *sub[] = { argv[2], (char *)"--help", NULL };
+
+		if (argc > 3) {
+			fputs("usage: mring help [COMMAND]\n", stderr);
+			return EXIT_USAGE;
+		}
+		if (!strcmp(argv[2], "version") || !strcmp(argv[2], "help")) {
+			fputs(usage, stdout);
+			return 0;
+		}
+		for (size_t i = 0; i < ncmds; i++)
+			if (!strcmp(argv[2], cmds[i].name))
+				return cmds[i].fn(2, sub);
+		fprintf(stderr, "mring help: unknown command '%s'\n%s", argv[2], usage);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "version"))
+		return cmd_version(argc - 1, argv + 1);
+	for (size_t i = 0; i < ncmds; i++)
 		if (!strcmp(argv[1], cmds[i].name))
 			return cmds[i].fn(argc - 1, argv + 1);
 	fprintf(stderr, "mring: unknown command '%s'\n%s", argv[1], usage);

@@ -57,17 +57,13 @@ trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
 
 # ---- 1. what is missing --------------------------------------------------
-missing=()
-for p in lttng-tools liblttng-ust-dev liburcu-dev valgrind cmake gcc pkg-config \
-	libncurses-dev python3-dev python3-setuptools python3-pip python3-venv prometheus; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-		missing+=("$p")
-done
+# shellcheck source=../scripts/apt.sh
+. "$ROOT/scripts/apt.sh"
+mapfile -t missing < <(apt_missing lttng-tools liblttng-ust-dev liburcu-dev valgrind cmake gcc \
+	pkg-config libncurses-dev python3-dev python3-setuptools python3-pip python3-venv prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" = 0 ]; then
-		echo "installing: ${missing[*]}" >&2
-		apt-get update -qq >&2
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+		apt_install "${missing[@]}"
 	else
 		echo "run.sh: missing ${missing[*]} (not root: not installing; those peers are skipped)" >&2
 	fi

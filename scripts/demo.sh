@@ -6,16 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-for p in cmake gcc make pkg-config libncurses-dev liburcu-dev; do
-	# installed, not merely known to dpkg (a removed package keeps its config)
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-		need+=("$p")
-done
-if ((${#need[@]})); then
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
+# shellcheck source=apt.sh
+. scripts/apt.sh
+apt_install cmake gcc make pkg-config libncurses-dev liburcu-dev
 cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
 cmake --build build-demo -j"$(nproc)" --target demo_train demo_read mring_tool >/dev/null
 

@@ -9,41 +9,42 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
+# One line at the end says how it went, whichever step stopped it.
+set -E
+stage() {
+	step=$1
+	echo "== $1"
+}
+trap 'echo "test.sh: FAILED in step: $step (after $((SECONDS / 60)) min; the output above says why)" >&2' ERR
+# shellcheck source=apt.sh
+. scripts/apt.sh
 # python3 and its protobuf/crc32c modules are the independent readers of
 # what `mring drain` writes (JSON, CSV, TensorBoard event files)
 # tmux drives `mring top` in a real terminal for its test; promtool and a
 # real Prometheus check `mring serve`
-for p in cmake gcc g++ make pkg-config libcriterion-dev python3 python3-protobuf \
+stage "install what is missing (waits for another apt)"
+apt_install cmake gcc g++ make pkg-config libcriterion-dev python3 python3-protobuf \
 	protobuf-compiler python3-crc32c libncurses-dev tmux liburcu-dev prometheus \
-	python3-dev python3-setuptools python3-pip python3-venv python3-pytest; do
-	# installed, not merely known to dpkg (a removed package keeps its config)
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-		need+=("$p")
-done
-if ((${#need[@]})); then
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+	python3-dev python3-setuptools python3-pip python3-venv python3-pytest
 
 jobs=$(nproc)
-echo "== build and test (RelWithDebInfo)"
+stage "build and test (RelWithDebInfo)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure
 
-echo "== Release build (-O3 warns about things -O2 does not; the benches use it)"
+stage "Release build (-O3 warns about things -O2 does not; the benches use it)"
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
 cmake --build build-release -j"$jobs"
 
-echo "== build and test under AddressSanitizer + UndefinedBehaviorSanitizer"
+stage "build and test under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug \
 	-DMRING_SANITIZE=address,undefined >/dev/null
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	ctest --test-dir build-asan --output-on-failure
 
-echo "== build and test under ThreadSanitizer"
+stage "build and test under ThreadSanitizer"
 # Criterion's runner starts under TSan thanks to tests/tsan_arena.c;
 # tests/test_threads.c puts producer and readers on one mapping for it
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DMRING_SANITIZE=thread >/dev/null
@@ -51,7 +52,7 @@ cmake --build build-tsan -j"$jobs"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	ctest --test-dir build-tsan --output-on-failure
 
-echo "== install check: pkg-config and find_package(mring)"
+stage "install check: pkg-config and find_package(mring)"
 prefix=$(mktemp -d)
 trap 'rm -rf "$prefix"' EXIT
 cmake --install build --prefix "$prefix" >/dev/null
@@ -75,10 +76,13 @@ cmake --build "$prefix/cm/b" >/dev/null
 "$prefix/cm/b/use"
 echo "install check passed"
 
-echo "== Python binding (venv, pip install, pytest)"
+stage "Python binding (venv, pip install, pytest)"
 /usr/bin/python3 -m venv --system-site-packages "$prefix/venv"
 "$prefix/venv/bin/python" -m pip install -q --no-build-isolation .
 "$prefix/venv/bin/python" -m pytest -q -p no:cacheprovider tests/python
 "$prefix/venv/bin/python" python/bench_log.py --number 200000 --repeat 3
 
-echo "== fuzz the reader (60 s)"; bash tests/fuzz/run.sh 60
+stage "fuzz the reader (60 s)"; bash tests/fuzz/run.sh 60
+
+echo "test.sh: all passed in $((SECONDS / 60)) min $((SECONDS % 60)) s: ctest in the" \
+	"RelWithDebInfo, ASan+UBSan and TSan builds, install check, Python binding, fuzzing"

@@ -27,8 +27,9 @@ have_fuzzer() {
 }
 if ! have_fuzzer; then
 	echo "== installing clang and libclang-rt-14-dev"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-14-dev
+	# shellcheck source=../../scripts/apt.sh
+	. "$(dirname "$0")/../../scripts/apt.sh"
+	apt_install clang libclang-rt-14-dev
 	have_fuzzer || { echo "run.sh: $CC cannot build a libFuzzer target" >&2; exit 1; }
 fi
 

@@ -289,6 +289,27 @@ def run_tests(a):
         r = raw(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n")
         check(r.startswith("HTTP/1.1 200") and r.endswith("\r\n\r\n"), "HEAD -> 200, no body")
 
+        # --- --listen: ports out of range, names, and the empty host ---
+        for spec, why in (("127.0.0.1:99999", "port out of range (0 to 65535)"),
+                          (":65536", "port out of range (0 to 65535)"),
+                          (":http", "not HOST:PORT"), ("127.0.0.1:", "not HOST:PORT"),
+                          ("127.0.0.1:-1", "not HOST:PORT"), ("9464", "not HOST:PORT"),
+                          ("[::1:0", "not HOST:PORT"),
+                          ("[fe80::1%nosuchif0]:0", "no such host or address")):
+            r = subprocess.run([a.mring, "serve", "--listen", spec], env=env, timeout=10,
+                               capture_output=True, text=True)
+            check(r.returncode == 1 and
+                  r.stderr == "mring serve: cannot listen on '%s': %s%s\n"
+                  % (spec, why, "" if why.startswith(("port", "no such")) else
+                     ", [IPV6]:PORT or :PORT"),
+                  "--listen %s refused: %r" % (spec, r.stderr))
+        p2 = procs.start([a.mring, "serve", "--listen", ":0"], stderr=subprocess.PIPE,
+                         text=True, env=env)
+        line = p2.stderr.readline()
+        check(re.match(r"mring serve: listening on http://127\.0\.0\.1:\d+/metrics", line),
+              "--listen :PORT binds loopback, not every interface: %r" % line)
+        procs.stop(p2)
+
         # --- a slow client does not stall a scrape ---
         host, port = addr.rsplit(":", 1)
         slow = socket.create_connection((host, int(port)), timeout=15)

@@ -800,20 +800,47 @@ static void *conn_main(void *p)
 
 /* ---- command ------------------------------------------------------------------- */
 
+/*
+ * PORT: decimal digits only (no service names), 0 to 65535: -ERANGE past
+ * that, where a plain strtoul + htons would wrap 65536 to 0 (a random
+ * port) and 99999 to 34463.
+ */
+static int port_parse(const char *p, char *out, size_t size)
+{
+	unsigned long v = 0;
+
+	if (!*p)
+		return -EINVAL;
+	for (const char *c = p; *c; c++) {
+		if (*c < '0' || *c > '9')
+			return -EINVAL;
+		v = v * 10 + (unsigned long)(*c - '0');
+		if (v > 65535)
+			return -ERANGE;
+	}
+	snprintf(out, size, "%lu", v);
+	return 0;
+}
+
+/*
+ * HOST:PORT, [V6]:PORT, or :PORT.  An empty host is loopback, like the
+ * default: serving every interface takes an explicit 0.0.0.0 or [::].
+ */
 static int listen_on(const char *spec, char *shown, size_t shown_len)
 {
 	char host[256], port[32];
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE },
-			*res, *ai;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICSERV }, *res, *ai;
 	const char *colon = strrchr(spec, ':');
 	int fd = -1, ret;
 
-	if (!colon || !colon[1] || (size_t)(colon - spec) >= sizeof(host) ||
-	    strlen(colon + 1) >= sizeof(port))
+	if (!colon || (size_t)(colon - spec) >= sizeof(host))
 		return -EINVAL;
+	ret = port_parse(colon + 1, port, sizeof(port));
+	if (ret)
+		return ret;
 	memcpy(host, spec, (size_t)(colon - spec));
 	host[colon - spec] = '\0';
-	snprintf(port, sizeof(port), "%s", colon + 1);
 	if (host[0] == '[') {		/* [::1]:9464 */
 		size_t hl = strlen(host);
 
@@ -822,9 +849,11 @@ static int listen_on(const char *spec, char *shown, size_t shown_len)
 		memmove(host, host + 1, hl - 2);
 		host[hl - 2] = '\0';
 	}
-	ret = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	if (!host[0])
+		strcpy(host, "127.0.0.1");
+	ret = getaddrinfo(host, port, &hints, &res);
 	if (ret)
-		return -EINVAL;
+		return -ENXIO;	/* not an address, and no such name */
 	for (ai = res; ai; ai = ai->ai_next) {
 		int one = 1;
 
@@ -880,8 +909,9 @@ static const char serve_usage[] =
 	"segments that appear are attached, segments whose file is removed or\n"
 	"replaced are dropped.\n"
 	"  --listen HOST:PORT  address to bind (default " DEFAULT_LISTEN ", loopback;\n"
-	"                      0.0.0.0:PORT or [::]:PORT to serve the network;\n"
-	"                      port 0 picks a free port); the bound address is\n"
+	"                      :PORT is loopback too; 0.0.0.0:PORT or [::]:PORT to\n"
+	"                      serve the network; PORT 0 to 65535, 0 picks a free\n"
+	"                      port); the bound address is\n"
 	"                      printed on stderr as 'listening on http://ADDR/metrics'\n"
 	"  --print             write one exposition to stdout and exit\n"
 	"  -v, --verbose       log attached and removed segments on stderr\n"
@@ -964,7 +994,9 @@ int cmd_serve(int argc, char **argv)
 	lfd = listen_on(listen_spec, shown, sizeof(shown));
 	if (lfd < 0) {
 		fprintf(stderr, "mring serve: cannot listen on '%s': %s\n", listen_spec,
-			lfd == -EINVAL ? "bad HOST:PORT" : strerror(-lfd));
+			lfd == -EINVAL ? "not HOST:PORT, [IPV6]:PORT or :PORT" :
+			lfd == -ERANGE ? "port out of range (0 to 65535)" :
+			lfd == -ENXIO ? "no such host or address" : strerror(-lfd));
 		urcu_memb_unregister_thread();
 		return EXIT_USAGE;
 	}

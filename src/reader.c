@@ -43,6 +43,22 @@ static int header_probe(int fd, uint64_t file_size, struct _mring_shm_ident *id)
 	return _mring_ident_validate(id, file_size);
 }
 
+/*
+ * A file shorter than a header: empty is a creator that has not sized it
+ * yet (-EAGAIN); one that starts with our magic is a truncated segment
+ * (-EBADMSG); anything else, a text file say, is not a segment (-EPROTO).
+ */
+static int short_file(int fd, off_t size)
+{
+	uint64_t magic = 0;
+
+	if (size == 0)
+		return -EAGAIN;
+	if (pread(fd, &magic, sizeof(magic), 0) != (ssize_t)sizeof(magic))
+		return -EPROTO;
+	return magic == _MRING_MAGIC ? -EBADMSG : -EPROTO;
+}
+
 static int reader_map(struct mring_reader *r, uint64_t file_size)
 {
 	int prot = PROT_READ | (r->flags & MRING_DRAIN ? PROT_WRITE : 0);
@@ -139,7 +155,7 @@ MRING_API int mring_reader_open(const char *path, unsigned flags,
 			goto err;
 	}
 	if (st.st_size < (off_t)_MRING_HDR_SIZE) {
-		ret = st.st_size == 0 ? -EAGAIN : -EBADMSG;
+		ret = short_file(r->fd, st.st_size);
 		goto err;
 	}
 	ret = reader_map(r, (uint64_t)st.st_size);

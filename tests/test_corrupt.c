@@ -77,8 +77,19 @@ Test(corrupt, files_that_are_not_segments)
 	fd = open(seg_path, O_CREAT | O_RDWR, 0600);
 	cr_assert_geq(fd, 0);
 	cr_expect_eq(try_open(name, MRING_OBSERVE), -EAGAIN, "empty: being created");
-	cr_assert_eq(write(fd, zeros, 100), 100);
-	cr_expect_eq(try_open(name, MRING_OBSERVE), -EBADMSG, "shorter than a header");
+	cr_assert_eq(write(fd, "9 bytes\n", 8), 8);
+	cr_expect_eq(try_open(name, MRING_OBSERVE), -EPROTO, "a small text file is no segment");
+	cr_assert_eq(ftruncate(fd, 5), 0);
+	cr_expect_eq(try_open(name, MRING_OBSERVE), -EPROTO, "5 bytes: no room for a magic");
+	cr_assert_eq(pwrite(fd, zeros, 100, 0), 100);
+	cr_expect_eq(try_open(name, MRING_OBSERVE), -EPROTO, "100 zero bytes, not page-sized");
+	{
+		const uint64_t magic = _MRING_MAGIC;
+
+		cr_assert_eq(pwrite(fd, &magic, sizeof(magic), 0), (ssize_t)sizeof(magic));
+		cr_expect_eq(try_open(name, MRING_OBSERVE), -EBADMSG,
+			     "our magic, shorter than a header: a truncated segment");
+	}
 	cr_assert_eq(pwrite(fd, zeros, sizeof(zeros), 0), (ssize_t)sizeof(zeros));
 	cr_expect_eq(try_open(name, MRING_OBSERVE), -EAGAIN, "magic 0: being created");
 	cr_assert_eq(pwrite(fd, "GIF89a\0\0", 8, 0), 8);

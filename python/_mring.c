@@ -22,7 +22,10 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mring.h"
 
@@ -35,11 +38,52 @@
 
 enum { CTX_OPEN, CTX_METRIC, CTX_WRITE, CTX_READ };
 
+/*
+ * -ENOENT from opening @name: which of its causes.  mring_strerror()
+ * cannot know (the same code means "no completed epoch" elsewhere).
+ */
+static const char *open_enoent_text(PyObject *name, char *buf, size_t len)
+{
+	PyObject *b = NULL;
+	const char *n, *dir = getenv("MRING_DIR");
+	char path[4200], *slash;
+	struct stat sb;
+
+	if (!name || !PyUnicode_FSConverter(name, &b)) {
+		PyErr_Clear();
+		return "no such segment";
+	}
+	n = PyBytes_AS_STRING(b);
+	if (strchr(n, '/'))
+		snprintf(path, sizeof(path), "%s", n);
+	else
+		snprintf(path, sizeof(path), "%s/%s", dir && *dir ? dir : "/dev/shm", n);
+	Py_DECREF(b);
+	slash = strrchr(path, '/');
+	if (slash && slash != path) {
+		*slash = '\0';
+		if (stat(path, &sb) || !S_ISDIR(sb.st_mode)) {
+			snprintf(buf, len, "no such directory %s", path);
+			return buf;
+		}
+		*slash = '/';
+	}
+	snprintf(buf, len, "no segment %s", path);
+	return buf;
+}
+
 static PyObject *set_error(int rc, int ctx, const char *what, PyObject *filename)
 {
 	int e = rc < 0 ? -rc : rc;
 	const char *msg = mring_strerror(-e);
+	char buf[4400];
 	PyObject *exc;
+
+	if (e == ENOENT && (ctx == CTX_OPEN || ctx == CTX_READ))
+		msg = open_enoent_text(filename, buf, sizeof(buf));
+	if (e == EEXIST && ctx == CTX_OPEN)
+		msg = "a file is there: a segment whose producer is gone (replace=True "
+		      "replaces it) or a file that is not a segment (never replaced)";
 
 	if (e == EINVAL || (ctx == CTX_METRIC && (e == ENAMETOOLONG ||
 		       e == EEXIST || e == ENOSPC)) || e == ERANGE) {

@@ -274,6 +274,33 @@ def test_version_and_help(env):
     assert r.returncode == 1 and "usage: mring COMMAND" in r.stderr, r.stderr
 
 
+def test_a_missing_segment_is_named_with_its_cause(env):
+    shm = env.shm
+    cases = [
+        (("stat", "nosuch"), "mring stat: nosuch: no segment %s/nosuch\n" % shm),
+        (("stat", "torch*"), "mring stat: torch*: no segment named %s/torch* (a pattern? "
+         "this command takes one segment name; `mring ls` lists them)\n" % shm),
+        (("stat", "/nonexistent-dir/x"),
+         "mring stat: /nonexistent-dir/x: no such directory /nonexistent-dir\n"),
+        (("drain", "--jsonl", env.path("o.jsonl"), "nosuch"),
+         "mring drain: no segment matches nosuch (in %s)\n" % shm),
+        (("rm", "zz*"), "mring rm: no segment matches zz* (in %s)\n" % shm),
+    ]
+    for args, want in cases:
+        r = env.mring(*args)
+        assert r.returncode == 1 and r.stderr == want, (args, r.stderr, want)
+    # a bare name with $MRING_DIR pointing nowhere
+    r = subprocess.run([ARGS.mring, "stat", "x"], capture_output=True, text=True,
+                       env=dict(env.env, MRING_DIR=env.path("gone")), timeout=60)
+    assert r.returncode == 1 and r.stderr == (
+        "mring stat: x: no such directory %s (from $MRING_DIR)\n" % env.path("gone")), r.stderr
+    # a small file that is no segment is called that, not "corrupt"
+    with open(env.seg("notes.txt"), "w") as f:
+        f.write("9 bytes\n")
+    r = env.mring("stat", "notes.txt")
+    assert r.returncode == 1 and "not an mring segment" in r.stderr, r.stderr
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser()

@@ -190,8 +190,9 @@ static int find_segments(struct drain *d, struct seglist *l, char **args, int na
 	if (fd >= 0)
 		close(fd);
 	if (ret == -ENOENT)
-		fprintf(stderr, "mring drain: no segment matches %s%s\n", args[0],
-			nargs > 1 ? " ..." : "");
+		fprintf(stderr, "mring drain: no segment matches %s%s (in %s)\n", args[0],
+			nargs > 1 ? " ..." : "",
+			strchr(args[0], '/') ? "its directory" : mring_dir());
 	return ret;
 }
 
@@ -246,7 +247,10 @@ static int open_segments(struct drain *d, char **args, int nargs, int *skipped)
 			continue;
 		}
 		if (ret < 0) {
-			fprintf(stderr, "mring drain: %s: %s\n", g->path, mring_strerror(ret));
+			char why[4400];
+
+			fprintf(stderr, "mring drain: %s: %s\n", g->path,
+				seg_open_error(g->path, ret, why, sizeof(why)));
 			for (int k = i; k < l.n; k++)
 				free(l.paths[k]);
 			free(l.paths);

@@ -66,6 +66,42 @@ const char *producer_state(const struct mring_status *st)
 	return st->closed ? "closed" : "crashed";
 }
 
+/*
+ * What to say when opening SEGMENT argument @arg failed with @err.  For
+ * -ENOENT, mring_strerror() cannot know which of its causes it was; we
+ * do: a missing directory, a pattern where one name is taken, or no such
+ * file at the path the name resolves to.
+ */
+const char *seg_open_error(const char *arg, int err, char *buf, size_t len)
+{
+	char path[4200], *slash;
+	struct stat sb;
+
+	if (err != -ENOENT)
+		return mring_strerror(err);
+	if (strchr(arg, '/'))
+		snprintf(path, sizeof(path), "%s", arg);
+	else
+		snprintf(path, sizeof(path), "%s/%s", mring_dir(), arg);
+	slash = strrchr(path, '/');
+	if (slash && slash != path) {
+		*slash = '\0';
+		if (stat(path, &sb) || !S_ISDIR(sb.st_mode)) {
+			snprintf(buf, len, "no such directory %s%s", path,
+				 strchr(arg, '/') ? "" : getenv("MRING_DIR") && *getenv("MRING_DIR") ?
+				 " (from $MRING_DIR)" : "");
+			return buf;
+		}
+		*slash = '/';
+	}
+	if (strpbrk(arg, "*?["))
+		snprintf(buf, len, "no segment named %s (a pattern? this command takes "
+			 "one segment name; `mring ls` lists them)", path);
+	else
+		snprintf(buf, len, "no segment %s", path);
+	return buf;
+}
+
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -232,7 +268,10 @@ int cmd_stat(int argc, char **argv)
 	}
 	ret = mring_reader_open(argv[1], MRING_OBSERVE, &r);
 	if (ret < 0) {
-		fprintf(stderr, "mring stat: %s: %s\n", argv[1], mring_strerror(ret));
+		char why[4400];
+
+		fprintf(stderr, "mring stat: %s: %s\n", argv[1],
+			seg_open_error(argv[1], ret, why, sizeof(why)));
 		return EXIT_USAGE;
 	}
 	mring_status_read(r, &st);
@@ -398,7 +437,10 @@ static int rm_one(const char *path, bool force)
 	if (ret == -EAGAIN)
 		return rm_unpublished(path, force);
 	if (ret < 0) {
-		fprintf(stderr, "mring rm: %s: %s; not removed\n", path, mring_strerror(ret));
+		char why[4400];
+
+		fprintf(stderr, "mring rm: %s: %s; not removed\n", path,
+			seg_open_error(path, ret, why, sizeof(why)));
 		return EXIT_USAGE;
 	}
 	mring_status_read(r, &st);
@@ -487,11 +529,13 @@ int cmd_rm(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	ret = seglist_expand(&l, segs, n);
-	free(segs);
 	if (ret < 0) {
-		fprintf(stderr, "mring rm: no segment matches\n");
+		fprintf(stderr, "mring rm: no segment matches %s%s (in %s)\n", segs[0],
+			n > 1 ? " ..." : "", strchr(segs[0], '/') ? "its directory" : mring_dir());
+		free(segs);
 		return EXIT_USAGE;
 	}
+	free(segs);
 	for (i = 0; i < l.n; i++)
 		if (rm_one(l.paths[i], force))
 			status = EXIT_USAGE;

@@ -28,6 +28,8 @@ struct seglist {
 int seglist_expand(struct seglist *l, char **args, int nargs);
 void seglist_free(struct seglist *l);
 const char *mring_dir(void);
+/* The reason opening SEGMENT argument @arg failed with @err, for a message. */
+const char *seg_open_error(const char *arg, int err, char *buf, size_t len);
 const char *producer_state(const struct mring_status *st);
 
 int cmd_drain(int argc, char **argv);

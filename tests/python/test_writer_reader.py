@@ -153,6 +153,8 @@ def test_writer_open_errors(mring_dir):
         mring.Writer("busy", capacity=64)
     assert ei.value.errno == errno.EEXIST
     assert isinstance(ei.value, FileExistsError)
+    # the Python spelling of the option, not the C one
+    assert "replace=True" in ei.value.strerror and "MRING_CFG" not in ei.value.strerror
     mring.Writer("busy", capacity=64, replace=True).close()
     with pytest.raises(ValueError):
         mring.Writer("cap", capacity=100)     # not a power of two
@@ -161,9 +163,15 @@ def test_writer_open_errors(mring_dir):
     with pytest.raises(OSError) as ei:
         mring.Writer(str(mring_dir / "no" / "such" / "dir"))
     assert ei.value.errno == errno.ENOENT
+    assert ei.value.strerror == "no such directory %s" % (mring_dir / "no" / "such")
     with pytest.raises(OSError) as ei:
         mring.Reader("missing")
     assert ei.value.errno == errno.ENOENT
+    assert ei.value.strerror == "no segment %s" % (mring_dir / "missing")
+    assert ei.value.filename == "missing"
+    with pytest.raises(FileNotFoundError) as ei:
+        mring.Reader(str(mring_dir / "nodir" / "x"))
+    assert ei.value.strerror == "no such directory %s" % (mring_dir / "nodir")
     with pytest.raises(OSError) as ei:
         mring.Writer("n" * 5000)
     assert ei.value.errno == errno.ENAMETOOLONG

@@ -301,6 +301,17 @@ def test_a_missing_segment_is_named_with_its_cause(env):
     assert r.returncode == 1 and "not an mring segment" in r.stderr, r.stderr
 
 
+def test_bad_options_carry_the_full_prefix(env):
+    for cmd in ("drain", "serve"):
+        r = env.mring(cmd, "--bogus", "x")
+        assert r.returncode == 1 and r.stderr == (
+            "mring %s: unrecognized option '--bogus'\nsee `mring %s --help`\n" % (cmd, cmd)), \
+            r.stderr
+    r = env.mring("drain", "--jsonl")
+    assert r.returncode == 1 and r.stderr.startswith(
+        "mring drain: option '--jsonl' requires an argument\n"), r.stderr
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser()

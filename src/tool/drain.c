@@ -609,7 +609,8 @@ static int parse_args(struct drain *d, int argc, char **argv)
 			fputs(drain_usage, stdout);
 			return 1;
 		default:
-			fputs(drain_usage, stderr);
+			/* getopt said what was wrong, as 'mring drain: ...' */
+			fputs("see `mring drain --help`\n", stderr);
 			return -EINVAL;
 		}
 	}

@@ -554,6 +554,7 @@ int main(int argc, char **argv)
 	};
 
 	const size_t ncmds = sizeof(cmds) / sizeof(cmds[0]);
+	static char prog[32];
 
 	if (argc < 2) {
 		fputs(usage, stderr);
@@ -586,9 +587,14 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "version"))
 		return cmd_version(argc - 1, argv + 1);
-	for (size_t i = 0; i < ncmds; i++)
-		if (!strcmp(argv[1], cmds[i].name))
-			return cmds[i].fn(argc - 1, argv + 1);
+	for (size_t i = 0; i < ncmds; i++) {
+		if (strcmp(argv[1], cmds[i].name))
+			continue;
+		/* getopt_long prefixes its messages with argv[0] */
+		snprintf(prog, sizeof(prog), "mring %s", cmds[i].name);
+		argv[1] = prog;
+		return cmds[i].fn(argc - 1, argv + 1);
+	}
 	fprintf(stderr, "mring: unknown command '%s'\n%s", argv[1], usage);
 	return EXIT_USAGE;
 }

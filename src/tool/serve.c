@@ -961,7 +961,8 @@ int cmd_serve(int argc, char **argv)
 			fputs(serve_usage, stdout);
 			return 0;
 		default:
-			fputs(serve_usage, stderr);
+			/* getopt said what was wrong, as 'mring serve: ...' */
+			fputs("see `mring serve --help`\n", stderr);
 			return EXIT_USAGE;
 		}
 	}

@@ -301,6 +301,20 @@ def test_a_missing_segment_is_named_with_its_cause(env):
     assert r.returncode == 1 and "not an mring segment" in r.stderr, r.stderr
 
 
+def test_a_second_drainer_is_told_another_drainer_is_attached(env):
+    env.producer("busy", 10**7, 100, 1000)
+    first = env.drain("--follow", "--jsonl", env.path("a.jsonl"), "busy")
+    deadline = time.time() + 20
+    # the drain attaches to its segments before it writes its first state
+    while not os.path.exists(env.path("a.jsonl.mring-state")):
+        assert time.time() < deadline and first.poll() is None, "first drainer never attached"
+        time.sleep(0.02)
+    r = env.mring("drain", "--jsonl", env.path("b.jsonl"), "busy")
+    assert r.returncode == 1 and r.stderr == (
+        "mring drain: %s: another drainer is attached (one drainer per segment; observers "
+        "like mring stat, top and serve are always welcome)\n" % env.seg("busy")), r.stderr
+
+
 def test_bad_options_carry_the_full_prefix(env):
     for cmd in ("drain", "serve"):
         r = env.mring(cmd, "--bogus", "x")

@@ -77,6 +77,11 @@ const char *seg_open_error(const char *arg, int err, char *buf, size_t len)
 	char path[4200], *slash;
 	struct stat sb;
 
+	/* a reader's open is busy only for the drainer lock: a live
+	 * producer is normal for a reader */
+	if (err == -EBUSY)
+		return "another drainer is attached (one drainer per segment; "
+		       "observers like mring stat, top and serve are always welcome)";
 	if (err != -ENOENT)
 		return mring_strerror(err);
 	if (strchr(arg, '/'))

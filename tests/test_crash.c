@@ -26,11 +26,17 @@ static struct shared *shared_page(void)
 	return test_shared_page(sizeof(struct shared));
 }
 
+/*
+ * The forked children here check with CHILD_CHECK and child_open_*(),
+ * never cr_assert (helpers.h): a failed check must end the test, not
+ * hang it.
+ */
 static void produce_until_killed(const char *name, struct shared *sh)
 {
-	struct mring_writer *w = open_writer(name, 1 << 17, MRING_FULL_DROP);
-	int id = mring_metric(w, "loss", MRING_ON_STEP | MRING_ON_EPOCH);
+	struct mring_writer *w = child_open_writer(name, 1 << 17, MRING_FULL_DROP);
+	int id;
 
+	CHILD_CHECK(id = mring_metric(w, "loss", MRING_ON_STEP | MRING_ON_EPOCH));
 	atomic_store(&sh->ready, 1);
 	for (uint64_t i = 0; i < 60000; i++) {
 		if (i % 4 == 0)
@@ -62,11 +68,10 @@ Test(crash, a_killed_producer_loses_nothing_that_returned, .timeout = 120)
 		pid = test_fork();
 		if (pid == 0)
 			produce_until_killed(name, sh);
-		while (!atomic_load(&sh->ready))
-			sched_yield();
+		wait_child_flag(&sh->ready, pid, "produces until killed");
 		sleep_us((long)(test_rnd() % 1500));
 		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
+		wait_child_signal(pid, SIGKILL, "produces until killed");
 		returned = atomic_load(&sh->returned);
 
 		r = open_reader(name, MRING_DRAIN);
@@ -107,12 +112,13 @@ Test(crash, a_dead_producers_pending_drops_are_reported_once)
 	pid_t pid;
 	int n;
 
-	pid = fork();
+	pid = test_fork();
 	if (pid == 0) {
-		struct mring_writer *w = open_writer(name, 8, MRING_FULL_DROP);
-		int id = mring_metric(w, "x", MRING_ON_STEP);
+		struct mring_writer *w = child_open_writer(name, 8, MRING_FULL_DROP);
 		uint64_t ok = 0, drop = 0;
+		int id;
 
+		CHILD_CHECK(id = mring_metric(w, "x", MRING_ON_STEP));
 		for (int i = 0; i < 50; i++) {
 			if (mring_log(w, id, (double)i) == 0)
 				ok++;
@@ -121,9 +127,9 @@ Test(crash, a_dead_producers_pending_drops_are_reported_once)
 		}
 		atomic_store(&sh->returned, ok);
 		atomic_store(&sh->dropped, drop);
-		raise(SIGKILL);
+		child_kill_self();	/* dies with its drops unwritten */
 	}
-	waitpid(pid, NULL, 0);
+	wait_child_signal(pid, SIGKILL, "logs 50 values into 8 slots and kills itself");
 	cr_assert_eq(atomic_load(&sh->returned), 7);
 
 	o = open_reader(name, MRING_OBSERVE);
@@ -159,15 +165,14 @@ Test(crash, a_dead_producers_pending_drops_are_reported_once)
  */
 static void drain_until_killed(const char *name, struct shared *sh, int k)
 {
-	struct mring_reader *r = open_reader(name, MRING_DRAIN);
+	struct mring_reader *r = child_open_reader(name, MRING_DRAIN);
 	struct mring_event ev[50];
 	bool first = true;
 	int n;
 
 	for (;;) {
 		n = mring_read(r, ev, 1 + (int)(test_rnd() % 50));
-		if (n < 0)
-			_exit(3);
+		CHILD_CHECK(n);
 		if (n == 0)
 			_exit(0);	/* everything drained */
 		if (first)
@@ -201,17 +206,22 @@ Test(crash, a_killed_drainer_is_resumed_exactly, .timeout = 120)
 		atomic_store(&sh->end[k], 0);
 		(void)test_rnd();		/* the child's batch sizes differ from its parent's */
 		test_seed += (uint64_t)k * 7919;
-		pid = fork();
+		pid = test_fork();
 		if (pid == 0)
 			drain_until_killed(name, sh, k);
 		sleep_us(200 + (long)(test_rnd() % 2000));
 		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
+		/* killed mid-drain, or it exited before the kill: done or failed */
+		status = wait_child(pid);
 		if (WIFEXITED(status))
 			break;
+		cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+			  "drainer %d %s, expected our SIGKILL or an exit", k,
+			  child_status(status));
 	}
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		  "the last drainer finished cleanly (k=%d)", k);
+		  "the last drainer finished cleanly (k=%d): it %s%s", k,
+		  child_status(status), k == 64 ? "; none drained everything" : "");
 	for (uint64_t s = 0; s < total; s++)
 		cr_assert_leq(atomic_load(&sh->seen[s]), 1, "seq %llu read twice",
 			      (unsigned long long)s);
@@ -255,22 +265,28 @@ Test(crash, a_stopped_producer_never_blocks_an_observer, .timeout = 120)
 	pid_t pid = test_fork();
 
 	if (pid == 0) {
-		struct mring_writer *w = open_writer(name, 1 << 10, MRING_FULL_OVERWRITE);
-		int id = mring_metric(w, "loss", MRING_ON_STEP | MRING_ON_EPOCH);
+		struct mring_writer *w = child_open_writer(name, 1 << 10, MRING_FULL_OVERWRITE);
+		int id;
 
+		CHILD_CHECK(id = mring_metric(w, "loss", MRING_ON_STEP | MRING_ON_EPOCH));
 		atomic_store(&sh->ready, 1);
 		for (uint64_t i = 0;; i++) {
 			mring_step(w, i);
 			mring_log_weighted(w, id, 1.0, 2.0);
 		}
 	}
-	while (!atomic_load(&sh->ready))
-		sched_yield();
+	wait_child_flag(&sh->ready, pid, "produces until stopped");
 	o = open_reader(name, MRING_OBSERVE);
 	for (int trial = 0; trial < 50; trial++) {
+		int status;
+
 		sleep_us((long)(test_rnd() % 3000));
 		kill(pid, SIGSTOP);
-		waitpid(pid, NULL, WUNTRACED);
+		/* a producer that died instead would make the reads below trivial */
+		cr_assert_eq(waitpid(pid, &status, WUNTRACED), pid, "waitpid: %s",
+			     strerror(errno));
+		cr_assert(WIFSTOPPED(status), "trial %d: the producer %s, expected "
+			  "it stopped by SIGSTOP", trial, child_status(status));
 		for (int k = 0; k < 1000; k++) {
 			/* a stopped writer never moves seq: no retry can fail */
 			cr_assert_eq(mring_stats_read(o, 0, &st), 0, "trial %d", trial);
@@ -280,6 +296,6 @@ Test(crash, a_stopped_producer_never_blocks_an_observer, .timeout = 120)
 		kill(pid, SIGCONT);
 	}
 	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+	wait_child_signal(pid, SIGKILL, "produces until killed");
 	mring_reader_close(o);
 }

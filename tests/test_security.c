@@ -12,16 +12,21 @@
 /*
  * Run @fn as another user, made for the call with useradd and removed
  * after it, in a child; its exit status, or -1 when this process cannot
- * make users (not root, or no useradd).
+ * make users (not root, or no useradd).  @fn runs in the child: it must
+ * not use cr_assert (helpers.h) and returns 0..99.  Plain fork(), not
+ * test_fork(): setuid() clears the parent-death signal anyway, and no
+ * assertion may end the test before the user is removed.
  */
+#define AS_USER_FAILED 100	/* the child could not become the user */
+
 static int as_other_user(int (*fn)(const char *), const char *name)
 {
 	char user[32], cmd[160];
 	struct passwd *pw;
-	int status = -1;
+	int status = -1, wait_errno = 0;
+	pid_t pid = -1, reaped = -1;
 	uid_t uid;
 	gid_t gid;
-	pid_t pid;
 
 	if (geteuid() != 0)
 		return -1;
@@ -37,16 +42,24 @@ static int as_other_user(int (*fn)(const char *), const char *name)
 		pid = fork();
 		if (pid == 0) {
 			if (setgroups(0, NULL) || setgid(gid) || setuid(uid))
-				_exit(100);
+				_exit(AS_USER_FAILED);
 			_exit(fn(name));
 		}
-		waitpid(pid, &status, 0);
+		if (pid > 0)
+			reaped = waitpid(pid, &status, 0);
+		wait_errno = errno;
 	}
 	/* remove the user before any assert can end the test */
 	snprintf(cmd, sizeof(cmd), "userdel %s", user);
 	cr_expect_eq(system(cmd), 0, "%s", cmd);
 	cr_assert_neq(uid, 0, "useradd made no usable user %s", user);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
+	cr_assert_gt(pid, 0, "fork: %s", strerror(wait_errno));
+	cr_assert_eq(reaped, pid, "waitpid: %s", strerror(wait_errno));
+	/* an exit of 100 or more is not a bit set of @fn's results */
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) < AS_USER_FAILED,
+		  "the child running as %s %s (%d: it could not become the user)",
+		  user, child_status(status), AS_USER_FAILED);
+	return WEXITSTATUS(status);
 }
 
 /* What the other user's drain, observe and replace must return. */
@@ -151,7 +164,9 @@ static bool mapping_perms(const char *path, char perms[5])
 	FILE *f = fopen("/proc/self/maps", "r");
 	bool found = false;
 
-	cr_assert_not_null(f);
+	/* only ever called in a forked child: no cr_assert (helpers.h) */
+	if (!f)
+		CHILD_FAIL("/proc/self/maps: %s", strerror(errno));
 	while (!found && fgets(line, sizeof(line), f)) {
 		if (strstr(line, path) && sscanf(line, "%*s %4s", perms) == 1)
 			found = true;
@@ -167,21 +182,24 @@ Test(security, observers_map_read_only_and_drainers_read_write)
 	struct mring_reader *r;
 	char perms[5] = "";
 	int status;
-	pid_t pid = fork();
+	pid_t pid = test_fork();
 
 	if (pid == 0) {
 		/* a child without the writer's mapping: only the reader's */
 		int bad = 0;
 
-		r = open_reader(name, MRING_OBSERVE);
+		r = child_open_reader(name, MRING_OBSERVE);
 		bad |= !mapping_perms(seg_path, perms) || strcmp(perms, "r--s");
 		mring_reader_close(r);
-		r = open_reader(name, MRING_DRAIN);
+		r = child_open_reader(name, MRING_DRAIN);
 		bad |= (!mapping_perms(seg_path, perms) || strcmp(perms, "rw-s")) << 1;
 		mring_reader_close(r);
 		_exit(bad);
 	}
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+	status = wait_child(pid);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the child that maps an observer, then a drainer, %s (bits: 1 the "
+		  "observer's mapping is not r--s, 2 the drainer's is not rw-s)",
+		  child_status(status));
 	mring_writer_close(w);
 }

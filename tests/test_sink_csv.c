@@ -476,20 +476,29 @@ Test(sink_csv, resume_after_sigkill)
 	pid = fork();
 	cr_assert(pid >= 0);
 	if (pid == 0) {
+		/*
+		 * A failed cr_assert in a forked child hangs the test (see
+		 * tests/helpers.h): the child only _exit()s, with a code per
+		 * failure, and _exit keeps tmp_cleanup() for the parent.
+		 */
 		struct sink *c = NULL;
 		struct row r = { .kind = ROW_STEP, .epoch = 1, .rank = -1, .n = 1,
 				 .keys = KEYS("loss"), .vals = VALS(2) };
 
 		if (sink_csv_ops.open(&c, dir, &st1))
-			_exit(1);
+			_exit(2);
 		for (r.step = 10; r.step < 10000; r.step++)
 			if (sink_csv_ops.write(c, &r))
-				_exit(1);
+				_exit(3);
 		kill(getpid(), SIGKILL);
-		_exit(1);
+		_exit(4);
 	}
 	cr_assert(waitpid(pid, &ws, 0) == pid);
-	cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "child status %d", ws);
+	cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL,
+		  "the child that writes rows and kills itself: %s %d "
+		  "(exit 2: resume failed, 3: a write failed, 4: still alive after SIGKILL)",
+		  WIFEXITED(ws) ? "exit" : WIFSIGNALED(ws) ? "signal" : "wait status",
+		  WIFEXITED(ws) ? WEXITSTATUS(ws) : WIFSIGNALED(ws) ? WTERMSIG(ws) : ws);
 	cr_assert_gt(file_size(path), (off_t)st1.size);
 
 	s = open_ok(dir, &st1);

@@ -152,17 +152,17 @@ Test(writer, a_gone_producer_leaves_eexist_unless_replace)
 	struct mring_reader *r;
 	struct mring_event ev[4];
 	pid_t pid;
-	int status;
 
-	pid = fork();
+	/* the child checks with CHILD_*, never cr_assert (helpers.h) */
+	pid = test_fork();
 	if (pid == 0) {
-		struct mring_writer *cw = open_writer(name, 64, MRING_FULL_DROP);
+		struct mring_writer *cw = child_open_writer(name, 64, MRING_FULL_DROP);
 
-		mring_metric(cw, "x", MRING_ON_STEP);
-		mring_log(cw, 0, 1.0);
+		CHILD_CHECK(mring_metric(cw, "x", MRING_ON_STEP));
+		CHILD_CHECK(mring_log(cw, 0, 1.0));
 		_exit(0);	/* no close: crashed as far as readers know */
 	}
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	wait_child_exit(pid, 0, "logs 1.0 and exits without closing");
 	cr_expect_eq(mring_writer_open(name, NULL, &w), -EEXIST);
 
 	/* a reader opened before the replace keeps the old data */
@@ -277,22 +277,25 @@ Test(writer, a_forked_child_is_detached_from_the_parent_segment)
 
 	mring_step(w, 1);
 	cr_assert_eq(mring_log(w, id, 1.5), 0);
-	pid = fork();
+	pid = test_fork();
 	if (pid == 0) {
+		/* one bit per call that did not say -EPERM, in this order */
 		int bad = 0;
 
-		bad |= mring_writer_check(w) != -EPERM;
-		bad |= mring_step(w, 99) != -EPERM;	/* lands in private memory */
-		bad |= mring_log(w, id, 666.0) != -EPERM;
-		bad |= mring_log_weighted(w, id, 666.0, 1.0) != -EPERM;
-		bad |= mring_metric(w, "other", MRING_ON_STEP) != -EPERM;
-		bad |= mring_epoch_end(w) != -EPERM;
-		bad |= mring_writer_close(w) != -EPERM;
+		bad |= (mring_writer_check(w) != -EPERM) << 0;
+		bad |= (mring_step(w, 99) != -EPERM) << 1;	/* lands in private memory */
+		bad |= (mring_log(w, id, 666.0) != -EPERM) << 2;
+		bad |= (mring_log_weighted(w, id, 666.0, 1.0) != -EPERM) << 3;
+		bad |= (mring_metric(w, "other", MRING_ON_STEP) != -EPERM) << 4;
+		bad |= (mring_epoch_end(w) != -EPERM) << 5;
+		bad |= (mring_writer_close(w) != -EPERM) << 6;
 		_exit(bad);
 	}
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	status = wait_child(pid);
 	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		  "a call in the child did not say -EPERM (status %#x)", status);
+		  "a call in the child did not say -EPERM: the child %s (bits: check, "
+		  "step, log, log_weighted, metric, epoch_end, close)",
+		  child_status(status));
 	cr_assert_eq(mring_writer_check(w), 0, "the parent still owns it");
 	cr_assert_eq(mring_writer_step(w), 1, "the child's step stayed in the child");
 	cr_assert_eq(mring_log(w, id, 2.5), 0, "the parent keeps logging");
@@ -321,7 +324,8 @@ Test(writer, a_forked_child_does_not_keep_a_dead_producer_alive)
 	cr_assert_eq(pipe(hold), 0);
 	producer = test_fork();
 	if (producer == 0) {
-		struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
+		/* CHILD_*, never cr_assert (helpers.h) */
+		struct mring_writer *w = child_open_writer(name, 64, MRING_FULL_DROP);
 
 		(void)w;
 		if (fork() == 0) {	/* a "data loader worker" outliving us */
@@ -335,14 +339,29 @@ Test(writer, a_forked_child_does_not_keep_a_dead_producer_alive)
 		pause();
 		_exit(0);
 	}
+	/*
+	 * Only the children hold the write end now: a producer that failed
+	 * before its worker started gives EOF here instead of a hang.
+	 */
 	close(hold[0]);
-	cr_assert_eq(read(ready[0], &c, 1), 1);
-	cr_assert_eq(read(ready[0], &c, 1), 1);
+	close(ready[1]);
+	for (int i = 0; i < 2; i++) {
+		ssize_t n = read(ready[0], &c, 1);
+
+		if (n == 1)
+			continue;
+		cr_assert_eq(n, 0, "reading the ready pipe: %s", strerror(errno));
+		/* EOF: no write end is left, so the producer is gone and
+		 * reaping it cannot block */
+		cr_assert_fail("the producer, which opens a writer and forks a "
+			       "worker, %s before both said ready",
+			       child_status(wait_child(producer)));
+	}
 	r = open_reader(name, MRING_OBSERVE);
 	CHECK_OK(mring_status_read(r, &st));
 	cr_expect_eq(st.alive, 1);
 	kill(producer, SIGKILL);
-	waitpid(producer, NULL, 0);
+	wait_child_signal(producer, SIGKILL, "opens a writer, forks a worker and waits");
 	CHECK_OK(mring_status_read(r, &st));
 	cr_expect_eq(st.alive, 0, "the worker's inherited copy must not look alive");
 	cr_expect_eq(st.closed, 0, "killed, not closed");

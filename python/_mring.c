@@ -195,6 +195,61 @@ static int writer_usable(WriterObject *self, const char *what)
 	return 1;
 }
 
+/*
+ * The rule a metric or run name @s breaks, for a ValueError that says so;
+ * NULL when it keeps them all (mring_metric() and mring_writer_open()
+ * check the same rules, and UTF-8 well-formedness, which str gives us).
+ */
+static const char *name_rule_broken(const char *s, char *buf, size_t len)
+{
+	size_t n = strlen(s);
+
+	if (!n)
+		return "must not be empty";
+	if (n > MRING_NAME_MAX) {
+		snprintf(buf, len, "is %zu bytes in UTF-8; at most %d", n, MRING_NAME_MAX);
+		return buf;
+	}
+	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+		if (*c < 0x20 || *c == 0x7f) {
+			snprintf(buf, len, "contains the control character U+%04X", *c);
+			return buf;
+		}
+	}
+	return NULL;
+}
+
+/* Say which argument of Writer() is out of range, and the range. */
+static int config_error(const struct mring_config *c, unsigned long long capacity)
+{
+	char buf[96];
+	const char *why;
+
+	if (capacity && (capacity < MRING_MIN_CAPACITY || capacity > MRING_MAX_CAPACITY ||
+			 (capacity & (capacity - 1)))) {
+		PyErr_Format(PyExc_ValueError, "mring.Writer: capacity must be a power of two "
+			     "from %u to 2**32 records (got %llu); 0 means 2**20",
+			     MRING_MIN_CAPACITY, capacity);
+		return -1;
+	}
+	if (c->max_metrics > MRING_MAX_METRICS) {
+		PyErr_Format(PyExc_ValueError, "mring.Writer: max_metrics must be at most %u "
+			     "(got %u); 0 means %u", MRING_MAX_METRICS, c->max_metrics,
+			     MRING_DEFAULT_MAX_METRICS);
+		return -1;
+	}
+	if (c->mode & ~0777u) {
+		PyErr_Format(PyExc_ValueError, "mring.Writer: mode must be permission bits "
+			     "within 0o777 (got 0o%o)", c->mode);
+		return -1;
+	}
+	if (c->run && (why = name_rule_broken(c->run, buf, sizeof(buf)))) {
+		PyErr_Format(PyExc_ValueError, "mring.Writer: run name %s", why);
+		return -1;
+	}
+	return 0;
+}
+
 static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"path", "capacity", "on_full", "run", "rank",
@@ -238,6 +293,10 @@ static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
 	cfg.rank = rank;
 	cfg.mode = mode;
 	cfg.flags = replace ? MRING_CFG_REPLACE : 0;
+	if (config_error(&cfg, capacity) < 0) {
+		Py_DECREF(bpath);
+		return -1;
+	}
 
 	Py_BEGIN_ALLOW_THREADS
 	rc = mring_writer_open(PyBytes_AS_STRING(bpath), &cfg, &w);
@@ -383,6 +442,15 @@ static PyObject *writer_metric(WriterObject *self, PyObject *name, unsigned flag
 	s = as_name(name, "metric name");
 	if (!s)
 		return NULL;
+	{
+		char buf[96];
+		const char *why = name_rule_broken(s, buf, sizeof(buf));
+
+		if (why) {
+			PyErr_Format(PyExc_ValueError, "metric name %R %s", name, why);
+			return NULL;
+		}
+	}
 	id = mring_metric(self->w, s, flags);
 	if (id < 0) {
 		if (id == -EEXIST)

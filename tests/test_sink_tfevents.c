@@ -763,8 +763,10 @@ Test(sink_tfevents, drains_starting_together_keep_their_files)
 
 		cr_assert_eq(waitpid(w[i], &status, 0), w[i]);
 		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-			  "worker %d: status %#x (11: commit, 12: file gone, 13: resume)",
-			  i, status);
+			  "worker %d: %s %d (a drain's failure + 1: 11 open, 12 commit, "
+			  "13 file gone, 14 resume)", i,
+			  WIFEXITED(status) ? "exit" : "signal",
+			  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 	}
 	free(dir);
 }

@@ -113,12 +113,15 @@ def test_metric_registration_rules():
     assert w.metric("a", on_epoch=True) is a
     with pytest.raises(ValueError):          # other flags
         w.metric("a", on_epoch=True, reduce="max")
-    with pytest.raises(ValueError):
+    # each refusal names the rule the name breaks
+    with pytest.raises(ValueError, match=r"^metric name '' must not be empty$"):
         w.metric("")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"is 64 bytes in UTF-8; at most 63$"):
         w.metric("x" * 64)
+    with pytest.raises(ValueError, match=r"is 64 bytes in UTF-8; at most 63$"):
+        w.metric("é" * 32)                   # 32 characters, 64 bytes
     w.metric("x" * 63)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"contains the control character U\+000A$"):
         w.metric("bad\nname")
     with pytest.raises(ValueError):
         w.metric("nul\0")
@@ -156,8 +159,18 @@ def test_writer_open_errors(mring_dir):
     # the Python spelling of the option, not the C one
     assert "replace=True" in ei.value.strerror and "MRING_CFG" not in ei.value.strerror
     mring.Writer("busy", capacity=64, replace=True).close()
-    with pytest.raises(ValueError):
-        mring.Writer("cap", capacity=100)     # not a power of two
+    with pytest.raises(ValueError, match=r"capacity must be a power of two from 8 to "
+                       r"2\*\*32 records \(got 1000\); 0 means 2\*\*20$"):
+        mring.Writer("cap", capacity=1000)    # not a power of two
+    with pytest.raises(ValueError, match=r"got 4\)"):
+        mring.Writer("cap", capacity=4)
+    with pytest.raises(ValueError, match=r"max_metrics must be at most 65535 \(got 70000\)"):
+        mring.Writer("mm", max_metrics=70000)
+    with pytest.raises(ValueError, match=r"mode must be permission bits within 0o777"):
+        mring.Writer("mode", mode=0o4755)
+    with pytest.raises(ValueError, match=r"run name must not be empty"):
+        mring.Writer("run", run="")
+    assert not os.path.exists(mring_dir / "cap"), "a refused Writer created its segment"
     with pytest.raises(ValueError):
         mring.Writer("of", on_full="block")
     with pytest.raises(OSError) as ei:

@@ -349,6 +349,38 @@ def run_tests(a):
         procs.stop(p3)
         os.unlink(os.path.join(tmp, "run-r3"))
 
+        # --- a segment truncated under serve's mapping: no SIGBUS death;
+        # the segment is dropped at the next discovery round ---
+        tr = start_producer(procs, a.producer, "trunc-r9", 400, 20, 0, 9)
+        tr.wait(10)
+        serve2, addr2 = start_serve(procs, a.mring, ["trunc-*"], env)
+        check("trunc-r9" in segments(parse(get(addr2)[2])), "truncation test: segment served")
+        os.truncate(os.path.join(tmp, "trunc-r9"), 4096)      # header only
+        st2, _, b2 = get(addr2)
+        check(st2 == 200 and serve2.poll() is None,
+              "a scrape right after the segment was truncated answers 200; serve lives")
+        gone = wait_for(lambda: "trunc-r9" not in segments(parse(get(addr2)[2])), 10)
+        check(gone and serve2.poll() is None, "the truncated segment is dropped, serve lives")
+        procs.stop(serve2)
+        check(serve2.returncode == 0, "serve stops with 0 after surviving a truncation "
+              "(returncode %s)" % serve2.returncode)
+
+        # --- only the tool's user's segments, unless --all-users ---
+        if os.geteuid() == 0:
+            ot = start_producer(procs, a.producer, "other-r8", 50, 20, 0, 8)
+            ot.wait(10)
+            os.chown(os.path.join(tmp, "other-r8"), 4242, 4242)
+            r = subprocess.run([a.mring, "serve", "--print", "other-*"], env=env, timeout=10,
+                               capture_output=True, text=True)
+            check(r.returncode == 0 and "other-r8" not in r.stdout,
+                  "another user's segment is not served by default")
+            r = subprocess.run([a.mring, "serve", "--print", "--all-users", "other-*"],
+                               env=env, timeout=10, capture_output=True, text=True)
+            check(r.returncode == 0 and 'segment="other-r8"' in r.stdout,
+                  "--all-users serves it")
+        else:
+            skip("--all-users test needs root (chown)")
+
         # --- a real Prometheus ---
         prometheus = a.prometheus or shutil.which("prometheus")
         if prometheus:

@@ -293,6 +293,11 @@ int cmd_stat(int argc, char **argv)
 	for (int id = 0; id < n; id++)
 		stat_metric(r, id);
 	mring_reader_close(r);
+	if (sigbus_zero_pages()) {
+		fprintf(stderr, "mring stat: %s was truncated while it was read: the "
+			"figures above may be zeros\n", argv[1]);
+		return EXIT_USAGE;
+	}
 	return 0;
 }
 
@@ -560,6 +565,8 @@ int main(int argc, char **argv)
 
 	const size_t ncmds = sizeof(cmds) / sizeof(cmds[0]);
 	static char prog[32];
+
+	sigbus_guard();
 
 	if (argc < 2) {
 		fputs(usage, stderr);

@@ -75,6 +75,7 @@ struct seg {
 	const char *name;		/* basename of path */
 	dev_t dev;
 	ino_t ino;
+	off_t size;		/* at attach: a smaller file was truncated */
 	struct mring_reader *r;
 	unsigned gen;			/* discovery thread only */
 };
@@ -183,8 +184,12 @@ static struct seg *seg_open(const char *path, const struct stat *sb)
 	s->name = slash ? slash + 1 : s->path;
 	s->dev = sb->st_dev;
 	s->ino = sb->st_ino;
+	s->size = sb->st_size;
 	return s;
 }
+
+/* --all-users: also segments of other users (default: the tool's user's) */
+static bool all_users;
 
 /* One discovery round; the caller is a registered RCU thread. */
 static void discover(char **args, int nargs, unsigned gen, bool verbose)
@@ -203,12 +208,17 @@ static void discover(char **args, int nargs, unsigned gen, bool verbose)
 
 		if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
 			continue;
+		/* another user's segment only on request: it can be truncated
+		 * under us at will (survived, see sigbus.c, but not wanted) */
+		if (!all_users && sb.st_uid != geteuid())
+			continue;
 		reg_lock();
 		cds_lfht_lookup(registry, h, seg_match, path, &it);
 		n = cds_lfht_iter_get_node(&it);
 		if (n)
 			old = seg_of(n);
-		if (old && old->dev == sb.st_dev && old->ino == sb.st_ino) {
+		if (old && old->dev == sb.st_dev && old->ino == sb.st_ino &&
+		    sb.st_size >= old->size) {
 			old->gen = gen;		/* unchanged */
 			reg_unlock();
 			continue;
@@ -902,7 +912,7 @@ static void on_signal(int sig)
 
 static const char serve_usage[] =
 	"usage: mring serve [--listen HOST:PORT] [--interval SECONDS] [--print] [-v]\n"
-	"                   [SEGMENT|GLOB]...\n"
+	"                   [--all-users] [SEGMENT|GLOB]...\n"
 	"Serves /metrics in the Prometheus text format 0.0.4 for every segment\n"
 	"matching the arguments (default: every segment in $MRING_DIR or /dev/shm).\n"
 	"The arguments are re-expanded every --interval seconds (default 1):\n"
@@ -915,6 +925,8 @@ static const char serve_usage[] =
 	"                      printed on stderr as 'listening on http://ADDR/metrics'\n"
 	"  --print             write one exposition to stdout and exit\n"
 	"  -v, --verbose       log attached and removed segments on stderr\n"
+	"  --all-users         also segments other users own (default: only the\n"
+	"                      tool's user's; a truncated segment is dropped either way)\n"
 	"Series carry labels segment, run, rank and (per metric) metric; see\n"
 	"docs/serve.md.  Stop with SIGINT or SIGTERM.\n";
 
@@ -925,6 +937,7 @@ int cmd_serve(int argc, char **argv)
 		{ "interval", required_argument, NULL, 'i' },
 		{ "print", no_argument, NULL, 'p' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "all-users", no_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -956,6 +969,9 @@ int cmd_serve(int argc, char **argv)
 			break;
 		case 'v':
 			da.verbose = true;
+			break;
+		case 'a':
+			all_users = true;
 			break;
 		case 'h':
 			fputs(serve_usage, stdout);

@@ -32,6 +32,13 @@ const char *mring_dir(void);
 const char *seg_open_error(const char *arg, int err, char *buf, size_t len);
 const char *producer_state(const struct mring_status *st);
 
+/*
+ * sigbus.c: survive a segment truncated under its mapping (reads past the
+ * new end see zeros instead of killing the tool); how many pages so far.
+ */
+void sigbus_guard(void);
+unsigned long sigbus_zero_pages(void);
+
 int cmd_drain(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_stat(int argc, char **argv);

@@ -38,11 +38,12 @@ int cmd_top(int argc, char **argv);
 #define TOP_READ_ROUNDS	64	/* bound on mring_read calls per segment per tick */
 
 static const char top_usage[] =
-	"usage: mring top [SEGMENT|GLOB]...\n"
+	"usage: mring top [--all-users] [SEGMENT|GLOB]...\n"
 	"A full-screen live view of segments (default: every segment in $MRING_DIR,\n"
 	"or /dev/shm) and their metrics, refreshed 4 times a second.  Read-only:\n"
 	"it observes the rings and never drains them.  New segments matching the\n"
-	"arguments appear without a restart.\n"
+	"arguments appear without a restart.  Only segments of the tool's user\n"
+	"are shown unless --all-users is given.\n"
 	"\n"
 	"Per segment: run, rank, producer state (alive, stale = alive but no step\n"
 	"for 5 s, closed, crashed), step, epoch, steps/s, records/s, ring fill,\n"
@@ -69,6 +70,7 @@ struct top_seg {
 	struct mring_reader *r;	/* NULL: not (yet) a readable segment */
 	dev_t dev;
 	ino_t ino;
+	off_t size;		/* at attach: a smaller file was truncated */
 	int keep;		/* still matched at the last rescan */
 	int have_st;
 	struct mring_status st;
@@ -92,6 +94,7 @@ struct top {
 	char edit[64];
 	int utf8;
 	int colors;
+	int all_users;		/* --all-users: also other users' segments */
 };
 
 static volatile sig_atomic_t top_stop;
@@ -149,6 +152,7 @@ static void seg_open(struct top_seg *s)
 	}
 	s->dev = sb.st_dev;
 	s->ino = sb.st_ino;
+	s->size = sb.st_size;
 }
 
 static int seg_cmp(const void *a, const void *b)
@@ -170,6 +174,9 @@ static void top_rescan(struct top *t)
 	for (i = 0; i < t->nsegs; i++)
 		t->segs[i].keep = 0;
 	for (k = 0; k < l.n; k++) {
+		/* another user's segment only on request (--all-users) */
+		if (!t->all_users && (stat(l.paths[k], &sb) < 0 || sb.st_uid != geteuid()))
+			continue;
 		for (i = 0; i < t->nsegs; i++)
 			if (!strcmp(t->segs[i].path, l.paths[k]))
 				break;
@@ -197,7 +204,8 @@ static void top_rescan(struct top *t)
 			t->nsegs--;
 			continue;
 		}
-		if (s->r && (stat(s->path, &sb) < 0 || sb.st_ino != s->ino || sb.st_dev != s->dev))
+		if (s->r && (stat(s->path, &sb) < 0 || sb.st_ino != s->ino ||
+			     sb.st_dev != s->dev || sb.st_size < s->size))
 			seg_close(s);
 		if (!s->r)
 			seg_open(s);
@@ -604,6 +612,7 @@ int cmd_top(int argc, char **argv)
 	int i, quit = 0;
 	double next_draw = 0;
 
+	memset(&t, 0, sizeof(t));
 	for (i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			fputs(top_usage, stdout);
@@ -611,13 +620,19 @@ int cmd_top(int argc, char **argv)
 		}
 		if (!strcmp(argv[i], "--"))
 			break;
+		if (!strcmp(argv[i], "--all-users")) {
+			t.all_users = 1;
+			memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof(*argv));
+			argc--;
+			i--;
+			continue;
+		}
 		if (argv[i][0] == '-' && argv[i][1]) {
 			fprintf(stderr, "mring top: unknown option '%s' (see mring top --help)\n",
 				argv[i]);
 			return EXIT_USAGE;
 		}
 	}
-	memset(&t, 0, sizeof(t));
 	t.args = argv + 1;
 	t.nargs = argc - 1;
 	if (t.nargs && !strcmp(t.args[0], "--")) {

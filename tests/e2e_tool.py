@@ -315,6 +315,24 @@ def test_a_second_drainer_is_told_another_drainer_is_attached(env):
         "like mring stat, top and serve are always welcome)\n" % env.seg("busy")), r.stderr
 
 
+def test_stat_of_a_finished_run_shows_last_values_not_nan(env):
+    # 100 steps, an epoch end every 20: the run ends right after one, so
+    # every live epoch is empty; LAST comes from the completed epoch
+    env.producer("fin", 100, 20, 0).wait()
+    r = env.mring("stat", "fin")
+    assert r.returncode == 0, r.stderr
+    rows = {l.split()[1]: l.split() for l in r.stdout.splitlines()[3:]}
+    assert "nan" not in r.stdout, r.stdout
+    # ID METRIC FLAGS COUNT NONFIN LAST EPOCH-NOW MIN MAX LAST-EPOCH
+    loss, lr = rows["loss"], rows["lr"]
+    assert loss[3:5] == ["0", "0"] and loss[5] != "-", loss
+    # tests/prod_canary.c: metric m logs s * 1000 + m + 0.25; the last step is 99
+    assert loss[5] == "%.6g" % 99000.25 and rows["acc"][5] == "%.6g" % 99002.25, rows
+    assert loss[6:9] == ["-", "-", "-"], loss
+    # ON_STEP-only: no epoch of its own to fall back on
+    assert lr[5:9] == ["-", "-", "-", "-"], lr
+
+
 def test_bad_options_carry_the_full_prefix(env):
     for cmd in ("drain", "serve"):
         r = env.mring(cmd, "--bogus", "x")

@@ -241,21 +241,46 @@ static void flags_text(unsigned f, char *buf, size_t len)
 		 f & MRING_PROG_BAR ? ",bar" : "");
 }
 
+/* %.6g, or "-" for a figure that does not exist (NaN of an empty epoch) */
+static const char *num_or_dash(char *buf, size_t len, double v, bool exists)
+{
+	if (!exists)
+		return "-";
+	snprintf(buf, len, "%.6g", v);
+	return buf;
+}
+
 static void stat_metric(struct mring_reader *r, int id)
 {
 	struct mring_stats live, ep;
-	char name[64], fl[48], epv[32] = "-";
+	char name[64], fl[48], epv[32] = "-", b[4][32];
+	bool have_ep, live_any, live_fin;
 	unsigned flags;
+	double last;
 
 	if (mring_metric_info(r, id, name, sizeof(name), &flags) < 0 ||
 	    mring_stats_read(r, id, &live) < 0)
 		return;
 	flags_text(flags, fl, sizeof(fl));
-	if (mring_epoch_read(r, id, &ep) == 0)
+	have_ep = mring_epoch_read(r, id, &ep) == 0;
+	if (have_ep)
 		snprintf(epv, sizeof(epv), "%.6g@%u", ep.value, ep.epoch);
-	printf("%4d %-28s %-20s %10llu %6llu %12.6g %12.6g %12.6g %12.6g %s\n", id, name, fl,
+	live_any = live.count + live.nonfinite > 0;
+	live_fin = live.count > 0;
+	/*
+	 * LAST: the live epoch's; in a new epoch with no value yet (a
+	 * finished run that ended with an epoch end), the completed epoch's,
+	 * as mring serve does; "-" when there is none.
+	 */
+	last = live_any ? live.last : have_ep ? ep.last : NAN;
+	printf("%4d %-28s %-20s %10llu %6llu %12s %12s %12s %12s %s\n", id, name, fl,
 	       (unsigned long long)live.count, (unsigned long long)live.nonfinite,
-	       live.last, live.value, live.min, live.max, epv);
+	       num_or_dash(b[0], sizeof(b[0]), last,
+			   live_any || (have_ep && ep.count + ep.nonfinite > 0)),
+	       num_or_dash(b[1], sizeof(b[1]), live.value, live_fin && (flags & MRING_ON_EPOCH)),
+	       num_or_dash(b[2], sizeof(b[2]), live.min, live_fin && (flags & MRING_ON_EPOCH)),
+	       num_or_dash(b[3], sizeof(b[3]), live.max, live_fin && (flags & MRING_ON_EPOCH)),
+	       epv);
 }
 
 int cmd_stat(int argc, char **argv)

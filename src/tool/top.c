@@ -434,13 +434,23 @@ static int draw_metrics(const struct top *t, const struct top_seg *s, int y)
 		for (int id = 0; id < s->nm && y < LINES - 1; id++) {
 			const struct top_metric *m = &s->m[id];
 			char last[24], now[24], mn[24], mx[24], epv[32];
-			int x = 2, bar = !!(m->flags & MRING_PROG_BAR);
+			int x = 2, bar = !!(m->flags & MRING_PROG_BAR), has_last = 1;
+			double lastv;
 
 			/* progress-bar metrics first */
 			if (bar != (pass == 0) || !metric_shown(t, m))
 				continue;
 			shown++;
-			fmt_num(last, sizeof(last), m->have_stats ? m->live.last : NAN);
+			/* the live epoch's last value; in a new epoch with no value
+			 * yet (a finished run's last epoch end), the completed
+			 * epoch's, as mring serve does; "-" when neither has one */
+			if (m->have_stats && m->live.count + m->live.nonfinite)
+				lastv = m->live.last;
+			else if (m->have_epoch && m->ep.count + m->ep.nonfinite)
+				lastv = m->ep.last;
+			else
+				lastv = NAN, has_last = 0;
+			fmt_num(last, sizeof(last), lastv);
 			fmt_num(now, sizeof(now), m->have_stats ? m->live.value : NAN);
 			fmt_num(mn, sizeof(mn), m->have_stats ? m->live.min : NAN);
 			fmt_num(mx, sizeof(mx), m->have_stats ? m->live.max : NAN);
@@ -448,10 +458,10 @@ static int draw_metrics(const struct top *t, const struct top_seg *s, int y)
 				snprintf(epv, sizeof(epv), "%.9g@%u", m->ep.value, m->ep.epoch);
 			else
 				snprintf(epv, sizeof(epv), "-");
-			if (m->have_stats && !isfinite(m->live.last) && isnan(m->live.last))
-				snprintf(last, sizeof(last), "nan");
-			else if (m->have_stats && isinf(m->live.last))
-				snprintf(last, sizeof(last), "%s", m->live.last > 0 ? "inf" : "-inf");
+			if (has_last && isnan(lastv))
+				snprintf(last, sizeof(last), "nan");	/* a logged NaN */
+			else if (has_last && isinf(lastv))
+				snprintf(last, sizeof(last), "%s", lastv > 0 ? "inf" : "-inf");
 			move(y, 0);
 			clrtoeol();
 			put(y, &x, bar ? A_BOLD : 0, "%-20.20s", m->name);

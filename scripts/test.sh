@@ -74,6 +74,7 @@ CM
 cmake -S "$prefix/cm" -B "$prefix/cm/b" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$prefix/cm/b" >/dev/null
 "$prefix/cm/b/use"
+test -f "$prefix/share/bash-completion/completions/mring"
 echo "install check passed"
 
 stage "Python binding (venv, pip install, pytest)"

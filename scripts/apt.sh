@@ -25,8 +25,8 @@ apt_run() {
 		rc=0
 		out=$(DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="$pause" "$@" 2>&1) ||
 			rc=$?
-		[ -n "$out" ] && printf '%s\n' "$out" >&2
 		[ "$rc" = 0 ] && return 0
+		printf '%s\n' "$out" >&2	# said only when it failed
 		# apt says so in these words for the dpkg, lists and archives locks
 		if ! grep -q -e 'Could not get lock' -e 'Unable to acquire the dpkg frontend lock' \
 			<<<"$out" || [ "$waited" -ge "$limit" ]; then

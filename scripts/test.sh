@@ -77,6 +77,9 @@ cmake --build "$prefix/cm/b" >/dev/null
 test -f "$prefix/share/bash-completion/completions/mring"
 echo "install check passed"
 
+stage "Debian packages: build, install, compile, run, purge"
+bash tests/deb_check.sh build-deb
+
 stage "Python binding (venv, pip install, pytest)"
 /usr/bin/python3 -m venv --system-site-packages "$prefix/venv"
 "$prefix/venv/bin/python" -m pip install -q --no-build-isolation .
@@ -88,4 +91,5 @@ stage "Python binding (venv, pip install, pytest)"
 stage "fuzz the reader (60 s)"; bash tests/fuzz/run.sh 60
 
 echo "test.sh: all passed in $((SECONDS / 60)) min $((SECONDS % 60)) s: ctest in the" \
-	"RelWithDebInfo, ASan+UBSan and TSan builds, install check, Python binding, fuzzing"
+	"RelWithDebInfo, ASan+UBSan and TSan builds, install check, Debian packages," \
+	"Python binding, fuzzing"

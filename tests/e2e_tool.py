@@ -333,6 +333,43 @@ def test_stat_of_a_finished_run_shows_last_values_not_nan(env):
     assert lr[5:9] == ["-", "-", "-", "-"], lr
 
 
+def test_drain_shows_progress_on_a_terminal_only(env):
+    import pty
+    env.producer("big", 200000, 1000, 0).wait()      # 600,000 events waiting
+    master, slave = pty.openpty()
+    p = subprocess.Popen([ARGS.mring, "drain", "--jsonl", env.path("o.jsonl"), "big"],
+                         env=dict(env.env, MRING_PROGRESS_MS="1"), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:                                # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert p.wait(timeout=60) == 0, out
+    text = out.decode()
+    updates = re.findall(r"\rmring drain: (\d+) events, [0-9.e+]+ M/s, (\d+)% of the backlog"
+                         r"\x1b\[K", text)
+    assert updates, repr(text[:300])
+    events = [int(e) for e, _ in updates]
+    pcts = [int(q) for _, q in updates]
+    assert events == sorted(events) and pcts == sorted(pcts) and pcts[-1] <= 100, updates
+    # the progress line is cleared, then the summary takes its place; the
+    # last update counted what the summary counts (pty: \n reads \r\n)
+    m = re.search(r"\r\x1b\[Kmring drain: (\d+) events, \d+ rows, 0 lost, 1 segment\r\n$", text)
+    assert m, repr(text[-200:])
+    assert events[-1] == int(m.group(1)) and pcts[-1] == 100, (updates[-1], m.group(0))
+    # stderr not a terminal: no progress at all
+    env.producer("big2", 20000, 1000, 0).wait()
+    r = env.mring("drain", "--jsonl", env.path("o2.jsonl"), "big2")
+    assert r.returncode == 0 and "\r" not in r.stderr and "backlog" not in r.stderr, r.stderr
+
+
 def test_bad_options_carry_the_full_prefix(env):
     for cmd in ("drain", "serve"):
         r = env.mring(cmd, "--bogus", "x")

@@ -435,6 +435,68 @@ static int maybe_commit(struct drain *d, struct clock *c, int got, bool quarter)
 	return ret;
 }
 
+/* ---- progress on a terminal ------------------------------------------------ */
+
+static uint64_t events_taken(const struct drain *d)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < d->nsegs; i++)
+		n += d->segs[i].events;
+	return n;
+}
+
+/*
+ * A long backlog shows its progress on stderr when that is a terminal:
+ * events, rate, and the share of the backlog there was at the start.
+ * Never when stderr is a file or a pipe (logs stay clean), nor with
+ * MRING_PROGRESS=0.  MRING_PROGRESS_MS sets the update interval (500).
+ */
+static void progress_start(struct drain *d)
+{
+	const char *env = getenv("MRING_PROGRESS"), *ms = getenv("MRING_PROGRESS_MS");
+	struct mring_status st;
+
+	if (!isatty(STDERR_FILENO) || (env && !strcmp(env, "0")))
+		return;
+	d->prog.on = true;
+	d->prog.every = ms ? atol(ms) : 500;
+	d->prog.t0 = d->prog.last = mono_ms();
+	d->prog.events0 = events_taken(d);
+	for (int i = 0; i < d->nsegs; i++)
+		if (mring_status_read(d->segs[i].r, &st) == 0 && st.written > st.read)
+			d->prog.backlog += st.written - st.read;
+}
+
+static void progress_show(struct drain *d)
+{
+	int64_t now = mono_ms();
+	uint64_t n;
+	double rate;
+
+	if (!d->prog.on || now - d->prog.last < d->prog.every)
+		return;
+	d->prog.last = now;
+	n = events_taken(d) - d->prog.events0;
+	rate = now > d->prog.t0 ? (double)n * 1000.0 / (double)(now - d->prog.t0) : 0;
+	fprintf(stderr, "\rmring drain: %llu events, %.3g M/s", (unsigned long long)n,
+		rate / 1e6);
+	if (d->prog.backlog)
+		fprintf(stderr, ", %.0f%% of the backlog",
+			n >= d->prog.backlog ? 100.0 : 100.0 * (double)n / (double)d->prog.backlog);
+	fputs("\033[K", stderr);	/* clear what a longer line left */
+	d->prog.shown = true;
+}
+
+static void progress_end(struct drain *d)
+{
+	if (!d->prog.shown)
+		return;
+	d->prog.last = INT64_MIN / 2;	/* the final figures, once */
+	progress_show(d);
+	fputs("\r\033[K", stderr);	/* the summary line takes its place */
+}
+
 static int drain_loop(struct drain *d)
 {
 	struct clock c = { mono_ms(), mono_ms() };
@@ -456,6 +518,7 @@ static int drain_loop(struct drain *d)
 		ret = maybe_commit(d, &c, got, quarter);
 		if (ret < 0)
 			return ret;
+		progress_show(d);
 		/*
 		 * Caught up with a producer that is still writing: let a batch
 		 * build up instead of reading right behind it, where the
@@ -711,7 +774,9 @@ int cmd_drain(int argc, char **argv)
 	status = drain_setup(&d, argv + optind, argc - optind, &skipped);
 	if (status)
 		goto out;
+	progress_start(&d);
 	ret = drain_loop(&d);
+	progress_end(&d);
 	if (!ret)
 		ret = finish_segments(&d);
 	/* flush what was read, whatever stopped us, unless taking it failed */

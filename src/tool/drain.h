@@ -139,6 +139,13 @@ struct drain {
 	uint64_t gen;
 	const char **keybuf;	/* scratch: the keys of the row being written */
 	int keycap;
+	struct progress {	/* on a terminal only: drain.c progress_*() */
+		bool on, shown;
+		uint64_t backlog;	/* written - drained at the start */
+		uint64_t events0;	/* events taken before the start */
+		int64_t t0, last;	/* ms */
+		int64_t every;		/* ms between updates */
+	} prog;
 };
 
 /* drain_names.c */

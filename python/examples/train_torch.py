@@ -7,7 +7,7 @@ learning rate and gradient norm on every step; closes an epoch after each
 pass.  Without torch it falls back to a pure-Python logistic regression so
 the example still runs (--no-torch forces that).
 
-    /usr/bin/python3 python/examples/train_torch.py [--epochs 20] [--segment NAME]
+    /usr/bin/python3 python/examples/train_torch.py [--epochs 20] [--step-ms 20] [--segment NAME]
 
 Watch it live from another shell with the mring CLI (`mring top NAME`) or:
     python3 -c "import mring; print(mring.Reader('NAME').status())"
@@ -18,8 +18,15 @@ import os
 import random
 import sys
 import tempfile
+import time
 
 import mring
+
+
+def pace(args):
+    """A training step on a real model takes a while; this one would not."""
+    if args.step_ms > 0:
+        time.sleep(args.step_ms / 1000)
 
 
 def spirals(n, seed=0):
@@ -77,6 +84,7 @@ def train_torch(w, args):
             lr_m.log(lr)
             gn_m.log(gn)
             step += 1
+            pace(args)
         w.epoch_end()
     return step
 
@@ -123,6 +131,7 @@ def train_pure(w, args):
             lr_m.log(lr)
             gn_m.log(gn)
             step += 1
+            pace(args)
         w.epoch_end()
     return step
 
@@ -130,6 +139,9 @@ def train_pure(w, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--step-ms", type=float, default=20,
+                    help="pause after each step, so that a person can watch it in "
+                         "`mring top` (default 20 ms: about 13 s in all; 0: flat out)")
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-2)

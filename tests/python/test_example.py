@@ -12,7 +12,7 @@ EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "python", "example
 
 
 def run(*extra):
-    out = subprocess.run([sys.executable, EXAMPLE, "--epochs", "3", *extra],
+    out = subprocess.run([sys.executable, EXAMPLE, "--epochs", "3", "--step-ms", "0", *extra],
                          capture_output=True, text=True, timeout=300, check=True)
     return out.stdout
 

@@ -450,10 +450,11 @@ MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
  * @step: the x-axis of every following value (Lightning's
  *        _batches_that_stepped, HF's global_step); need not increase
  *
- * Stamps the step's wall-clock time (CLOCK_REALTIME through the vDSO, no
- * syscall), appends an MRING_EV_STEP record (dropped and counted on a
- * full ring like any record) and publishes step, time and position for
- * monitors (relaxed stores: each field is atomic on its own).  The
+ * Stamps the step's wall-clock time (CLOCK_REALTIME through the vDSO: no
+ * syscall unless the kernel's clocksource has no vDSO support), appends
+ * an MRING_EV_STEP record (dropped and counted on a full ring like any
+ * record) and publishes step, time and position for monitors (relaxed
+ * stores: each field is atomic on its own).  The
  * values logged after it carry @step even when its STEP record was
  * dropped.
  *

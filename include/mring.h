@@ -326,6 +326,8 @@ int __mring_writer_open(const char *path, const struct mring_config *cfg,
 			struct mring_writer **out, unsigned inline_abi,
 			size_t writer_size);
 int __mring_put_slow(struct mring_writer *w, uint64_t meta, double value);
+/* The tool's and the Python binding's text for -ENOENT from an open. */
+const char *__mring_enoent_text(const char *path, char *buf, size_t len);
 int __mring_bad_id(struct mring_writer *w, int id);
 /* CLOCK_REALTIME in ns (vDSO): out of line so that mring.h compiles
  * under strict -std=c11, where <time.h> has no clock_gettime. */

@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "mring.h"
 
@@ -38,38 +37,19 @@
 
 enum { CTX_OPEN, CTX_METRIC, CTX_WRITE, CTX_READ };
 
-/*
- * -ENOENT from opening @name: which of its causes.  mring_strerror()
- * cannot know (the same code means "no completed epoch" elsewhere).
- */
+/* -ENOENT from opening @name: which of its causes (the library says). */
 static const char *open_enoent_text(PyObject *name, char *buf, size_t len)
 {
 	PyObject *b = NULL;
-	const char *n, *dir = getenv("MRING_DIR");
-	char path[4200], *slash;
-	struct stat sb;
+	const char *text;
 
 	if (!name || !PyUnicode_FSConverter(name, &b)) {
 		PyErr_Clear();
 		return "no such segment";
 	}
-	n = PyBytes_AS_STRING(b);
-	if (strchr(n, '/'))
-		snprintf(path, sizeof(path), "%s", n);
-	else
-		snprintf(path, sizeof(path), "%s/%s", dir && *dir ? dir : "/dev/shm", n);
+	text = __mring_enoent_text(PyBytes_AS_STRING(b), buf, len);
 	Py_DECREF(b);
-	slash = strrchr(path, '/');
-	if (slash && slash != path) {
-		*slash = '\0';
-		if (stat(path, &sb) || !S_ISDIR(sb.st_mode)) {
-			snprintf(buf, len, "no such directory %s", path);
-			return buf;
-		}
-		*slash = '/';
-	}
-	snprintf(buf, len, "no segment %s", path);
-	return buf;
+	return text;
 }
 
 static PyObject *set_error(int rc, int ctx, const char *what, PyObject *filename)

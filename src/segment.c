@@ -39,6 +39,35 @@ int _mring_path_resolve(const char *path, char *buf, size_t len)
 	return 0;
 }
 
+/*
+ * What -ENOENT from opening @path meant, for a message: the directory the
+ * name resolves into is missing ("(from $MRING_DIR)" for a bare name when
+ * that variable chose it), or the file is.  mring_strerror() cannot say,
+ * as the same code means "no completed epoch" elsewhere.  Exported for the
+ * tool and the Python binding; not API.
+ */
+MRING_API const char *__mring_enoent_text(const char *path, char *buf, size_t len)
+{
+	char file[PATH_MAX], *slash;
+	const char *env = getenv("MRING_DIR");
+	struct stat sb;
+
+	if (_mring_path_resolve(path, file, sizeof(file)) < 0)
+		return mring_strerror(-ENOENT);
+	slash = strrchr(file, '/');
+	if (slash && slash != file) {
+		*slash = '\0';
+		if (stat(file, &sb) || !S_ISDIR(sb.st_mode)) {
+			snprintf(buf, len, "no such directory %s%s", file,
+				 !strchr(path, '/') && env && *env ? " (from $MRING_DIR)" : "");
+			return buf;
+		}
+		*slash = '/';
+	}
+	snprintf(buf, len, "no segment %s", file);
+	return buf;
+}
+
 /* 1..63 bytes, no control characters (names end up in CSV, JSON, labels). */
 int _mring_name_check(const char *name)
 {

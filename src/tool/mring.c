@@ -74,9 +74,6 @@ const char *producer_state(const struct mring_status *st)
  */
 const char *seg_open_error(const char *arg, int err, char *buf, size_t len)
 {
-	char path[4200], *slash;
-	struct stat sb;
-
 	/* a reader's open is busy only for the drainer lock: a live
 	 * producer is normal for a reader */
 	if (err == -EBUSY)
@@ -84,26 +81,14 @@ const char *seg_open_error(const char *arg, int err, char *buf, size_t len)
 		       "observers like mring stat, top and serve are always welcome)";
 	if (err != -ENOENT)
 		return mring_strerror(err);
-	if (strchr(arg, '/'))
-		snprintf(path, sizeof(path), "%s", arg);
-	else
-		snprintf(path, sizeof(path), "%s/%s", mring_dir(), arg);
-	slash = strrchr(path, '/');
-	if (slash && slash != path) {
-		*slash = '\0';
-		if (stat(path, &sb) || !S_ISDIR(sb.st_mode)) {
-			snprintf(buf, len, "no such directory %s%s", path,
-				 strchr(arg, '/') ? "" : getenv("MRING_DIR") && *getenv("MRING_DIR") ?
-				 " (from $MRING_DIR)" : "");
-			return buf;
-		}
-		*slash = '/';
-	}
-	if (strpbrk(arg, "*?["))
+	__mring_enoent_text(arg, buf, len);
+	if (strpbrk(arg, "*?[") && !strncmp(buf, "no segment ", 11)) {
+		char path[4200];
+
+		snprintf(path, sizeof(path), "%s", buf + 11);
 		snprintf(buf, len, "no segment named %s (a pattern? this command takes "
 			 "one segment name; `mring ls` lists them)", path);
-	else
-		snprintf(buf, len, "no segment %s", path);
+	}
 	return buf;
 }
 

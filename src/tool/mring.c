@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,8 @@ const char *producer_state(const struct mring_status *st)
  */
 const char *seg_open_error(const char *arg, int err, char *buf, size_t len)
 {
+	char text[PATH_MAX + 32];	/* callers' @buf (4400) holds it and the hint */
+
 	/* a reader's open is busy only for the drainer lock: a live
 	 * producer is normal for a reader */
 	if (err == -EBUSY)
@@ -81,14 +84,12 @@ const char *seg_open_error(const char *arg, int err, char *buf, size_t len)
 		       "observers like mring stat, top and serve are always welcome)";
 	if (err != -ENOENT)
 		return mring_strerror(err);
-	__mring_enoent_text(arg, buf, len);
-	if (strpbrk(arg, "*?[") && !strncmp(buf, "no segment ", 11)) {
-		char path[4200];
-
-		snprintf(path, sizeof(path), "%s", buf + 11);
+	__mring_enoent_text(arg, text, sizeof(text));
+	if (strpbrk(arg, "*?[") && !strncmp(text, "no segment ", 11))
 		snprintf(buf, len, "no segment named %s (a pattern? this command takes "
-			 "one segment name; `mring ls` lists them)", path);
-	}
+			 "one segment name; `mring ls` lists them)", text + 11);
+	else
+		snprintf(buf, len, "%s", text);
 	return buf;
 }
 

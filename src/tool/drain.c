@@ -470,11 +470,14 @@ static void progress_start(struct drain *d)
 
 static void progress_show(struct drain *d)
 {
-	int64_t now = mono_ms();
+	int64_t now;
 	uint64_t n;
 	double rate;
 
-	if (!d->prog.on || now - d->prog.last < d->prog.every)
+	if (!d->prog.on)
+		return;		/* not a terminal: not even a clock read */
+	now = mono_ms();
+	if (now - d->prog.last < d->prog.every)
 		return;
 	d->prog.last = now;
 	n = events_taken(d) - d->prog.events0;

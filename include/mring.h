@@ -321,6 +321,23 @@ int mring_metric(struct mring_writer *w, const char *name, unsigned flags);
  */
 int mring_epoch_end(struct mring_writer *w);
 
+/**
+ * mring_flush - publish the live statistics and the head now
+ * @w: writer handle
+ *
+ * mring_log() keeps statistics privately and mring_step() publishes
+ * them; a producer that logs and then waits before its next step (an
+ * evaluation, a checkpoint) calls this to show monitors the figures of
+ * the step so far.  Ring records need no flush: each is visible when
+ * mring_log() returns.
+ *
+ * Who may call: the writer's thread.  Progress: wait-free; one latch
+ * publish per metric logged since the last publish.
+ *
+ * Return: 0; -EINVAL for NULL; -EPERM in a forked child.
+ */
+int mring_flush(struct mring_writer *w);
+
 /* Internal, do not call: the out-of-line halves of the inline hot path. */
 int __mring_writer_open(const char *path, const struct mring_config *cfg,
 			struct mring_writer **out, unsigned inline_abi,
@@ -329,6 +346,7 @@ int __mring_put_slow(struct mring_writer *w, uint64_t meta, double value);
 /* The tool's and the Python binding's text for -ENOENT from an open. */
 const char *__mring_enoent_text(const char *path, char *buf, size_t len);
 int __mring_bad_id(struct mring_writer *w, int id);
+void __mring_stats_publish(struct mring_writer *w);
 /* CLOCK_REALTIME in ns (vDSO): out of line so that mring.h compiles
  * under strict -std=c11, where <time.h> has no clock_gettime. */
 int64_t __mring_clock_ns(void);
@@ -359,7 +377,7 @@ _MRING_HOT int _mring_put(struct mring_writer *w, uint64_t meta, double value)
 
 /* Internal: feed one finite-or-not value into an ON_EPOCH accumulator. */
 _MRING_HOT void _mring_acc_add(struct _mring_acc *a, double v, double wt,
-				 uint64_t step, uint32_t epoch)
+			       uint64_t step)
 {
 	a->last = v;
 	a->last_step = step;
@@ -375,20 +393,29 @@ _MRING_HOT void _mring_acc_add(struct _mring_acc *a, double v, double wt,
 	} else {
 		a->nonfinite++;
 	}
-	_mring_acc_publish(a, epoch);
+}
+
+/* Internal: put metric @id on the list mring_step() publishes. */
+_MRING_HOT void _mring_acc_mark(struct mring_writer *w, struct _mring_acc *a,
+				unsigned id)
+{
+	if (a->dirty)
+		return;
+	a->dirty = 1;
+	w->dirty[w->ndirty++] = id;
 }
 
 /* The body of mring_log() and mring_log_weighted(), arguments checked. */
 _MRING_HOT int _mring_log_valid(struct mring_writer *w, int id, double value, double weight)
 {
 	struct _mring_acc *a = &w->acc[id];
-	uint32_t flags = a->flags;	/* once: the stores below are fenced */
+	uint32_t flags = a->flags;
 
 	if (flags & MRING_ON_EPOCH)
-		_mring_acc_add(a, value, weight, w->step,
-			       (uint32_t)(w->meta_epoch >> 32));
+		_mring_acc_add(a, value, weight, w->step);
 	else
-		_mring_acc_note(a, value, w->step, w->meta_epoch >> 32);
+		_mring_acc_note(a, value, w->step);
+	_mring_acc_mark(w, a, (unsigned)id);
 	if (!(flags & MRING_ON_STEP))
 		return 0;
 	return _mring_put(w, w->meta_epoch | MRING_EV_VALUE << 16 | (unsigned)id,
@@ -409,10 +436,17 @@ _MRING_HOT int _mring_log_valid(struct mring_writer *w, int id, double value, do
  * last, last_step and its counts.  ON_STEP: appends a value record that
  * carries the current step, epoch and step wall time.
  *
+ * The statistics are kept in the writer's private memory and published
+ * for readers (mring_stats_read()) by the next mring_step(),
+ * mring_epoch_end(), mring_flush() or mring_writer_close(): a reader's
+ * figures lag by at most one step, and a producer killed mid-step takes
+ * that step's contribution to the live statistics with it (its ring
+ * records are safe).
+ *
  * Who may call: the writer's thread.  Progress: wait-free, except in
  * MRING_FULL_WAIT mode on a full ring with a live drainer attached.
  * Memory order: the record's stamp is stored with release after its
- * fields; the statistics with a release store of their latch sequence.
+ * fields; no shared store for the statistics.
  *
  * Return: 0; -ENOBUFS when the record was dropped (ring full; the
  * statistics were updated); -EINVAL for an unknown id or a negative,
@@ -458,7 +492,9 @@ MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
  * record) and publishes step, time and position for monitors (relaxed
  * stores: each field is atomic on its own).  The
  * values logged after it carry @step even when its STEP record was
- * dropped.
+ * dropped.  First it publishes the live statistics of every metric
+ * logged since the last publish (a release store of each one's latch
+ * sequence, paired with the acquire loads in mring_stats_read()).
  *
  * Who may call: the writer's thread.  Progress: as mring_log().
  *
@@ -474,6 +510,8 @@ MRING_INLINE int mring_step(struct mring_writer *w, uint64_t step)
 
 	/* a forked child's limit is 0: _mring_put() says -EPERM, and the
 	 * header stores land in the private copy its mapping became */
+	if (w->ndirty)
+		__mring_stats_publish(w);
 	w->step = step;
 	w->wall_ns = __mring_clock_ns();
 	ret = _mring_put(w, w->meta_epoch | MRING_EV_STEP << 16 | _MRING_NO_METRIC,

@@ -566,6 +566,18 @@ static PyObject *Writer_epoch_end(WriterObject *self, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
+static PyObject *Writer_flush(WriterObject *self, PyObject *unused)
+{
+	int rc;
+
+	if (!writer_usable(self, "flush"))
+		return NULL;
+	rc = mring_flush(self->w);
+	if (rc < 0)
+		return set_error(rc, CTX_WRITE, "flush", NULL);
+	Py_RETURN_NONE;
+}
+
 static inline int log_one(WriterObject *wr, int id, double v, double wt, int weighted)
 {
 	struct mring_writer *w = wr->w;
@@ -740,6 +752,8 @@ static PyMethodDef Writer_methods[] = {
 	{"step", (PyCFunction)Writer_step, METH_O, "step(n): start step n"},
 	{"epoch_end", (PyCFunction)Writer_epoch_end, METH_NOARGS,
 	 "epoch_end(): publish the epoch reductions and start the next epoch"},
+	{"flush", (PyCFunction)Writer_flush, METH_NOARGS,
+	 "flush(): publish the live statistics now (step() does it too)"},
 	{"log", (PyCFunction)(void (*)(void))Writer_log, METH_FASTCALL | METH_KEYWORDS,
 	 "log(metrics: dict, step=None): log a dict of values (HF Trainer.log style)"},
 	{"close", (PyCFunction)Writer_close, METH_NOARGS, "close the run cleanly"},

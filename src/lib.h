@@ -91,6 +91,12 @@ struct _mring_loss {
 };
 
 void _mring_acc_reset(struct _mring_acc *a);
+/* stats.c: the producer's side of the statistics */
+void _mring_stats_store(struct _mring_shm_stats *c, const struct _mring_acc *a,
+			uint32_t epoch);
+void _mring_live_publish(struct _mring_acc *a, uint32_t epoch);
+void _mring_epoch_publish(struct mring_writer *w, uint32_t id);
+void _mring_dirty_clear(struct mring_writer *w);
 int _mring_names_init(struct mring_writer *w);
 /* loss.c */
 uint64_t _mring_loss_publish(struct _mring_shm_hdr *h, uint64_t last, uint64_t dropped,

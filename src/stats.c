@@ -1,13 +1,84 @@
 // SPDX-License-Identifier: MIT
 /*
- * stats.c - what a reader sees besides the ring: metric names and flags,
- * consistent statistics snapshots, and the producer's status.
+ * stats.c - the live and epoch statistics of every metric, both sides:
+ * the producer's once-per-step publish of what it logged, and what a
+ * reader sees besides the ring (metric names and flags, consistent
+ * statistics snapshots, the producer's status).
  */
 #include <errno.h>
 #include <math.h>
 #include <string.h>
 
 #include "lib.h"
+
+/* ---- producer: publishing ----------------------------------------------- */
+
+void _mring_stats_store(struct _mring_shm_stats *c, const struct _mring_acc *a,
+			uint32_t epoch)
+{
+	_mring_store_relaxed(&c->epoch, epoch);
+	_mring_store_relaxed(&c->count, a->count);
+	_mring_store_relaxed(&c->nonfinite, a->nonfinite);
+	_mring_store_relaxed(&c->weight, _mring_dbits(a->weight));
+	_mring_store_relaxed(&c->sum, _mring_dbits(a->sum));
+	_mring_store_relaxed(&c->comp, _mring_dbits(a->comp));
+	_mring_store_relaxed(&c->min, _mring_dbits(a->min));
+	_mring_store_relaxed(&c->max, _mring_dbits(a->max));
+	_mring_store_relaxed(&c->last, _mring_dbits(a->last));
+	_mring_store_relaxed(&c->last_step, a->last_step);
+}
+
+/*
+ * Publish @a into the copy of latch @l that the previous seq @last + 1
+ * selects, then that seq (the latch of mring/latch.h).  Returns the new seq.
+ */
+static uint64_t latch_put(struct _mring_shm_latch *l, uint64_t last,
+			  const struct _mring_acc *a, uint32_t epoch)
+{
+	uint64_t seq = _mring_latch_write_begin(last);
+
+	_mring_stats_store(&l->copy[seq & 1], a, epoch);
+	_mring_latch_write_end(&l->seq, seq);
+	return seq;
+}
+
+void _mring_live_publish(struct _mring_acc *a, uint32_t epoch)
+{
+	a->seq = latch_put(a->live, a->seq, a, epoch);
+}
+
+void _mring_epoch_publish(struct mring_writer *w, uint32_t id)
+{
+	struct _mring_acc *a = &w->acc[id];
+
+	a->eseq = latch_put(&w->metrics[id].epoch, a->eseq, a, w->epoch);
+}
+
+/* Forget the dirty list: the caller published every metric itself. */
+void _mring_dirty_clear(struct mring_writer *w)
+{
+	for (uint32_t i = 0; i < w->ndirty; i++)
+		w->acc[w->dirty[i]].dirty = 0;
+	w->ndirty = 0;
+}
+
+/*
+ * The live statistics of every metric logged since the last publish.
+ * mring_step(), mring_epoch_end(), mring_flush() and mring_writer_close()
+ * call it, so a reader's figures lag the producer by at most one step.
+ */
+MRING_API void __mring_stats_publish(struct mring_writer *w)
+{
+	for (uint32_t i = 0; i < w->ndirty; i++) {
+		struct _mring_acc *a = &w->acc[w->dirty[i]];
+
+		a->dirty = 0;
+		_mring_live_publish(a, w->epoch);
+	}
+	w->ndirty = 0;
+}
+
+/* ---- reader --------------------------------------------------------------- */
 
 MRING_API int mring_metric_count(const struct mring_reader *r)
 {

@@ -255,7 +255,10 @@ static int writer_alloc(struct mring_writer **out, const struct mring_config *c)
 	if (!w)
 		return -ENOMEM;
 	w->acc = calloc(c->max_metrics, sizeof(*w->acc));
-	if (!w->acc) {
+	w->dirty = calloc(c->max_metrics ? c->max_metrics : 1, sizeof(*w->dirty));
+	if (!w->acc || !w->dirty) {
+		free(w->acc);
+		free(w->dirty);
 		free(w);
 		return -ENOMEM;
 	}
@@ -268,6 +271,7 @@ static void writer_free(struct mring_writer *w)
 {
 	free(w->names);
 	free(w->acc);
+	free(w->dirty);
 	free(w);
 }
 
@@ -485,11 +489,6 @@ MRING_API int __mring_bad_id(struct mring_writer *w, int id)
 
 /* ---- epoch --------------------------------------------------------------- */
 
-static void epoch_publish(struct mring_writer *w, int id, struct _mring_acc *a)
-{
-	a->eseq = _mring_latch_put(&w->metrics[id].epoch, a->eseq, a, w->epoch);
-}
-
 /* An empty accumulator: the state of a metric at the start of an epoch. */
 void _mring_acc_reset(struct _mring_acc *a)
 {
@@ -517,7 +516,7 @@ MRING_API int mring_epoch_end(struct mring_writer *w)
 
 		if (!(a->flags & MRING_ON_EPOCH))
 			continue;
-		epoch_publish(w, (int)id, a);
+		_mring_epoch_publish(w, id);
 		(void)_mring_put(w, w->meta_epoch | MRING_EV_EPOCH_VALUE << 16 | id,
 				 _mring_reduce(a->flags, a->count, a->weight, a->sum,
 					       a->comp, a->min, a->max));
@@ -532,8 +531,20 @@ MRING_API int mring_epoch_end(struct mring_writer *w)
 	_mring_store_relaxed(&w->hdr->epoch, w->epoch);
 	for (id = 0; id < w->nmetrics; id++) {
 		_mring_acc_reset(&w->acc[id]);
-		_mring_acc_publish(&w->acc[id], w->epoch);
+		_mring_live_publish(&w->acc[id], w->epoch);
 	}
+	_mring_dirty_clear(w);
+	_mring_store_relaxed(&w->hdr->head, w->head);
+	return 0;
+}
+
+MRING_API int mring_flush(struct mring_writer *w)
+{
+	if (!w)
+		return -EINVAL;
+	if (w->forked)
+		return -EPERM;
+	__mring_stats_publish(w);
 	_mring_store_relaxed(&w->hdr->head, w->head);
 	return 0;
 }
@@ -572,6 +583,7 @@ MRING_API int mring_writer_close(struct mring_writer *w)
 		/* the reserved slot guarantees room for the last LOST record */
 		if (w->lost)
 			record_lost(w);
+		__mring_stats_publish(w);
 		_mring_store_relaxed(&w->hdr->head, w->head);
 		/* release: every record is visible to whoever sees CLOSED;
 		 * pairs with the acquire load of state in mring_status_read */

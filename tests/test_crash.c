@@ -93,9 +93,10 @@ Test(crash, a_killed_producer_loses_nothing_that_returned, .timeout = 120)
 		CHECK_OK(mring_status_read(r, &st));
 		cr_expect_eq(st.alive, 0);
 		cr_expect_eq(st.closed, 0, "a crash, not a close");
-		/* the latch is never left half-written for a reader */
+		/* the latch is never left half-written for a reader, and it
+		 * lags by at most the 4 values of the step that was open */
 		CHECK_OK(mring_stats_read(r, 0, &ss));
-		cr_expect(ss.count == values || ss.count == values + 1,
+		cr_expect(ss.count <= values && values <= ss.count + 4,
 			  "trial %d: count %llu values %llu", trial,
 			  (unsigned long long)ss.count, (unsigned long long)values);
 		mring_reader_close(r);

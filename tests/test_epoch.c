@@ -39,6 +39,7 @@ Test(epoch, mean_is_weighted_by_batch_size)
 	mring_log_weighted(f.w, id, 2.0, 32);
 	mring_log_weighted(f.w, id, 4.0, 32);
 	mring_log_weighted(f.w, id, 1.0, 16);
+	CHECK_OK(mring_flush(f.w));
 	CHECK_OK(mring_stats_read(f.r, id, &st));
 	cr_expect_eq(st.count, 3);
 	cr_expect_eq(st.weight, 80.0);
@@ -102,6 +103,7 @@ Test(epoch, non_finite_values_are_counted_and_kept_out_of_the_reductions)
 	mring_log(f.w, id, INFINITY);
 	mring_log(f.w, mx, 2.0);
 	mring_log(f.w, mx, INFINITY);
+	CHECK_OK(mring_flush(f.w));
 	CHECK_OK(mring_stats_read(f.r, id, &st));
 	cr_expect_eq(st.count, 2);
 	cr_expect_eq(st.nonfinite, 2);
@@ -140,6 +142,7 @@ Test(epoch, step_only_metrics_keep_last_value_and_counts)
 	mring_log(f.w, id, 0.1);
 	mring_step(f.w, 11);
 	mring_log(f.w, id, 0.05);
+	CHECK_OK(mring_flush(f.w));
 	CHECK_OK(mring_stats_read(f.r, id, &st));
 	cr_expect_eq(st.last, 0.05);
 	cr_expect_eq(st.last_step, 11);
@@ -211,6 +214,7 @@ Test(epoch, accumulators_stay_exact_when_records_are_dropped)
 	for (int i = 1; i <= 100; i++)
 		dropped += mring_log(f.w, id, (double)i) == -ENOBUFS;
 	cr_expect_eq(dropped, 100 - 7, "7 usable slots, the 8th is kept for LOST");
+	CHECK_OK(mring_flush(f.w));
 	CHECK_OK(mring_stats_read(f.r, id, &st));
 	cr_expect_eq(st.count, 100);
 	cr_expect_eq(st.value, 5050.0);
@@ -247,6 +251,7 @@ Test(epoch, compensated_mean_matches_a_careful_reference)
 		mring_log(f.w, id, v);
 	}
 	ref = (double)((ref_sum + ref_c) / n);
+	CHECK_OK(mring_flush(f.w));
 	CHECK_OK(mring_stats_read(f.r, id, &st));
 	cr_expect_eq(st.count, (uint64_t)n);
 	cr_expect_lt(fabs(st.value - ref) / ref, 1e-12, "mean %.17g vs reference %.17g",
@@ -265,6 +270,7 @@ Test(epoch, epochs_number_from_zero_and_results_stay_until_the_next_end)
 
 	for (int e = 0; e < 5; e++) {
 		mring_log(f.w, id, (double)e);
+		CHECK_OK(mring_flush(f.w));
 		CHECK_OK(mring_stats_read(f.r, id, &st));
 		cr_expect_eq(st.epoch, (uint32_t)e);
 		CHECK_OK(mring_epoch_end(f.w));
@@ -282,5 +288,55 @@ Test(epoch, epochs_number_from_zero_and_results_stay_until_the_next_end)
 	}
 	CHECK_OK(mring_status_read(f.r, &ss));
 	cr_expect_eq(ss.epoch, 6);
+	teardown(&f);
+}
+
+/*
+ * The live statistics are published once per step, not per log: a
+ * reader sees what was logged in a step at the next mring_step(), or at
+ * once after mring_flush(), mring_epoch_end() or mring_writer_close().
+ */
+Test(epoch, live_statistics_lag_by_at_most_one_step)
+{
+	struct fixture f = setup("lag", 64);
+	int ep = mring_metric(f.w, "loss", MRING_ON_STEP | MRING_ON_EPOCH);
+	int so = mring_metric(f.w, "lr", MRING_ON_STEP);
+	struct mring_stats st;
+
+	CHECK_OK(mring_step(f.w, 1));
+	mring_log(f.w, ep, 2.0);
+	mring_log(f.w, so, 0.5);
+	CHECK_OK(mring_stats_read(f.r, ep, &st));
+	cr_expect_eq(st.count, 0, "not published within the step");
+	CHECK_OK(mring_step(f.w, 2));
+	CHECK_OK(mring_stats_read(f.r, ep, &st));
+	cr_expect_eq(st.count, 1, "published by the next step");
+	cr_expect_eq(st.last, 2.0);
+	cr_expect_eq(st.last_step, 1);
+	CHECK_OK(mring_stats_read(f.r, so, &st));
+	cr_expect_eq(st.count, 1);
+	cr_expect_eq(st.last, 0.5);
+	cr_expect_eq(st.last_step, 1);
+
+	mring_log(f.w, so, 0.25);
+	mring_log(f.w, so, 0.125);	/* twice in a step: one publish, the last */
+	CHECK_OK(mring_flush(f.w));
+	CHECK_OK(mring_stats_read(f.r, so, &st));
+	cr_expect_eq(st.count, 3);
+	cr_expect_eq(st.last, 0.125);
+	cr_expect_eq(st.last_step, 2);
+
+	mring_log(f.w, ep, 4.0);
+	CHECK_OK(mring_epoch_end(f.w));
+	CHECK_OK(mring_epoch_read(f.r, ep, &st));
+	cr_expect_eq(st.count, 2, "the epoch result includes the unpublished step");
+	cr_expect_eq(st.value, 3.0);
+
+	mring_log(f.w, ep, 8.0);
+	CHECK_OK(mring_writer_close(f.w));
+	f.w = NULL;
+	CHECK_OK(mring_stats_read(f.r, ep, &st));
+	cr_expect_eq(st.count, 1, "close publishes");
+	cr_expect_eq(st.last, 8.0);
 	teardown(&f);
 }

@@ -127,9 +127,11 @@ static void check(const char *name, struct shared *sh, uint64_t k)
 		cr_assert_eq(ss.weight, (double)ss.count, "point %llu", (unsigned long long)k);
 		for (int s = 0; s < NSTEPS; s++)
 			b_count += s > 2 && sh->ret[s][1] != 1;
+		/* published once per step: b logs once per step, so the
+		 * figures lag what returned by at most that one value */
 		if (sh->epoch_ends) {
-			cr_assert_leq(b_count, ss.count, "point %llu", (unsigned long long)k);
-			cr_assert_leq(ss.count, b_count + 1, "point %llu", (unsigned long long)k);
+			cr_assert_leq(ss.count, b_count, "point %llu", (unsigned long long)k);
+			cr_assert_leq(b_count, ss.count + 1, "point %llu", (unsigned long long)k);
 		}
 	}
 	mring_reader_close(r);

@@ -22,7 +22,7 @@
  */
 struct _mring_acc {
 	uint32_t flags;			/* normalized MRING_* flags, 0 = unused */
-	uint32_t pad;
+	uint32_t dirty;			/* 1 while on the writer's dirty list */
 	uint64_t count;
 	uint64_t nonfinite;
 	double weight;
@@ -48,7 +48,7 @@ struct _mring_name_slot;
  * (the asserts after the struct are there to make you notice):
  * mring_writer_open() passes it to the library, which refuses another.
  */
-#define _MRING_INLINE_ABI	1
+#define _MRING_INLINE_ABI	2
 
 struct mring_writer {
 	/* hot: read by every mring_log(), the first 80 bytes */
@@ -63,6 +63,8 @@ struct mring_writer {
 	uint32_t max_metrics;
 	struct _mring_acc *acc;
 	struct _mring_shm_hdr *hdr;
+	uint32_t *dirty;		/* ids logged since the last publish */
+	uint32_t ndirty;
 
 	/* cold: slow paths only */
 	uint64_t capacity;
@@ -93,6 +95,9 @@ _MRING_STATIC_ASSERT(offsetof(struct mring_writer, meta_epoch) == 48, "inline AB
 _MRING_STATIC_ASSERT(offsetof(struct mring_writer, nmetrics) == 56, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct mring_writer, acc) == 64, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct mring_writer, hdr) == 72, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, dirty) == 80, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, ndirty) == 88, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct _mring_acc, dirty) == 4, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct _mring_acc, live) == 96, "inline ABI");
 
 /*
@@ -115,67 +120,19 @@ static inline __attribute__((always_inline)) void _mring_rec_store(struct _mring
 	_mring_store_release(&r->stamp, pos + 1);
 }
 
-static inline __attribute__((always_inline)) void _mring_stats_store(struct _mring_shm_stats *c,
-				      const struct _mring_acc *a, uint32_t epoch)
-{
-	_mring_store_relaxed(&c->epoch, epoch);
-	_mring_store_relaxed(&c->count, a->count);
-	_mring_store_relaxed(&c->nonfinite, a->nonfinite);
-	_mring_store_relaxed(&c->weight, _mring_dbits(a->weight));
-	_mring_store_relaxed(&c->sum, _mring_dbits(a->sum));
-	_mring_store_relaxed(&c->comp, _mring_dbits(a->comp));
-	_mring_store_relaxed(&c->min, _mring_dbits(a->min));
-	_mring_store_relaxed(&c->max, _mring_dbits(a->max));
-	_mring_store_relaxed(&c->last, _mring_dbits(a->last));
-	_mring_store_relaxed(&c->last_step, a->last_step);
-}
-
 /*
- * Publish @a into the copy of latch @l that @seq (the previous seq + 1)
- * selects, then @seq: the live latch at every log, the epoch latch at an
- * epoch end.
- */
-static inline __attribute__((always_inline)) uint64_t
-_mring_latch_put(struct _mring_shm_latch *l, uint64_t last,
-		 const struct _mring_acc *a, uint32_t epoch)
-{
-	uint64_t seq = _mring_latch_write_begin(last);
-
-	_mring_stats_store(&l->copy[seq & 1], a, epoch);
-	_mring_latch_write_end(&l->seq, seq);
-	return seq;
-}
-
-/* Publish the whole accumulator into its live latch. */
-static inline __attribute__((always_inline)) void _mring_acc_publish(struct _mring_acc *a, uint32_t epoch)
-{
-	a->seq = _mring_latch_put(a->live, a->seq, a, epoch);
-}
-
-/*
- * ON_STEP-only metric: keep last, last_step and the counts.  Only the
- * fields that can differ between the two copies are written.
+ * ON_STEP-only metric: keep last, last_step and the counts, privately;
+ * __mring_stats_publish() copies them out once per step.
  */
 static inline __attribute__((always_inline)) void _mring_acc_note(struct _mring_acc *a, double v,
-				   uint64_t step, uint32_t epoch)
+				   uint64_t step)
 {
-	struct _mring_shm_latch *l = a->live;
-	struct _mring_shm_stats *c;
-	uint64_t seq;
-
+	a->last = v;
+	a->last_step = step;
 	if (__builtin_expect(isfinite(v), 1))
 		a->count++;
 	else
 		a->nonfinite++;
-	seq = _mring_latch_write_begin(a->seq);
-	c = &l->copy[seq & 1];
-	_mring_store_relaxed(&c->epoch, epoch);
-	_mring_store_relaxed(&c->count, a->count);
-	_mring_store_relaxed(&c->nonfinite, a->nonfinite);
-	_mring_store_relaxed(&c->last, _mring_dbits(v));
-	_mring_store_relaxed(&c->last_step, step);
-	_mring_latch_write_end(&l->seq, seq);
-	a->seq = seq;
 }
 
 /*

@@ -48,6 +48,9 @@ def test_round_trip(mring_dir):
         assert values(evs, "train/loss") == [(s, float(s)) for s in range(5)]
         assert [e.seq for e in evs] == list(range(len(evs)))
         st = r.stats("train/loss")
+        assert st["count"] == 4, "published once per step: the last step not yet"
+        w.flush()
+        st = r.stats("train/loss")
         assert st["count"] == 5 and st["value"] == 2.0 and st["last_step"] == 4
         assert r.stats(0) == st
         s = r.status()
@@ -273,6 +276,7 @@ def test_nan_and_inf():
     m.log(float("nan"))
     m.log(float("inf"))
     m.log(3.0)
+    w.flush()
     r = mring.Reader("nan")
     st = r.stats("loss")
     assert st["count"] == 2 and st["nonfinite"] == 2 and st["value"] == 2.0
@@ -300,6 +304,7 @@ def test_epoch_reductions_weighted():
         w.step(step)
         for m in (mean, total, lo, hi):
             m.log(v, weight=bs)
+    w.flush()
     assert r.stats("mean")["value"] == pytest.approx((10 + 60 + 240) / 100)
     assert r.stats("mean")["weight"] == 100.0
     w.epoch_end()

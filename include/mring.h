@@ -96,7 +96,7 @@ extern "C" {
 #define MRING_EV_STEP        2	/* mring_step(): value unused, metric -1 */
 #define MRING_EV_EPOCH_VALUE 3	/* an epoch result at mring_epoch_end() */
 #define MRING_EV_EPOCH_END   4	/* end of epoch .epoch, metric -1 */
-#define MRING_EV_LOST        5	/* .value records lost here, metric -1 */
+#define MRING_EV_LOST        5	/* .value ring slots lost here, metric -1 */
 #define MRING_EV_EPOCH_WEIGHT 6	/* right after a MEAN metric's EPOCH_VALUE:
 				 * its epoch weight (sum of weights), so that
 				 * readers can combine ranks exactly */
@@ -135,14 +135,15 @@ struct mring_config {
 };
 
 struct mring_event {
-	uint64_t seq;		/* stream position, strictly increasing */
+	uint64_t seq;		/* ring position of its first slot, strictly
+				 * increasing; a STEP takes two slots */
 	uint32_t kind;		/* MRING_EV_* */
 	int32_t metric;		/* metric id, or -1 */
 	uint64_t step;		/* step current when logged */
 	uint32_t epoch;		/* epoch current when logged */
 	uint32_t flags;		/* MRING_EVF_* */
 	int64_t wall_ns;	/* ns since the Unix epoch, of the step */
-	double value;		/* LOST: how many records were lost here */
+	double value;		/* LOST: how many ring slots were lost here */
 };
 
 struct mring_stats {
@@ -342,7 +343,8 @@ int mring_flush(struct mring_writer *w);
 int __mring_writer_open(const char *path, const struct mring_config *cfg,
 			struct mring_writer **out, unsigned inline_abi,
 			size_t writer_size);
-int __mring_put_slow(struct mring_writer *w, uint64_t meta, double value);
+int __mring_put_slow(struct mring_writer *w, unsigned kind_arg, double value);
+int __mring_step_slow(struct mring_writer *w);
 /* The tool's and the Python binding's text for -ENOENT from an open. */
 const char *__mring_enoent_text(const char *path, char *buf, size_t len);
 int __mring_bad_id(struct mring_writer *w, int id);
@@ -362,25 +364,26 @@ MRING_INLINE int mring_writer_open(const char *path, const struct mring_config *
 				   sizeof(struct mring_writer));
 }
 
-/* Internal: append one record; slow path when the cached room is used up. */
-_MRING_HOT int _mring_put(struct mring_writer *w, uint64_t meta, double value)
+/*
+ * Internal: append one record, @kind_arg = kind << 16 | arg; slow path
+ * when the cached room is used up.
+ */
+_MRING_HOT int _mring_put(struct mring_writer *w, unsigned kind_arg, double value)
 {
 	uint64_t pos = w->head;
 
 	if (mring_unlikely(pos >= w->limit))
-		return __mring_put_slow(w, meta, value);
-	_mring_rec_store(&w->ring[pos & w->mask], pos, meta, w->step,
-			 w->wall_ns, value);
+		return __mring_put_slow(w, kind_arg, value);
+	_mring_rec_store(&w->ring[pos & w->mask], (pos + 1) << 24 | kind_arg,
+			 _mring_dbits(value));
 	w->head = pos + 1;
 	return 0;
 }
 
 /* Internal: feed one finite-or-not value into an ON_EPOCH accumulator. */
-_MRING_HOT void _mring_acc_add(struct _mring_acc *a, double v, double wt,
-			       uint64_t step)
+_MRING_HOT void _mring_acc_add(struct _mring_acc *a, double v, double wt)
 {
 	a->last = v;
-	a->last_step = step;
 	if (mring_likely(isfinite(v))) {
 		a->count++;
 		a->weight += wt;
@@ -412,14 +415,13 @@ _MRING_HOT int _mring_log_valid(struct mring_writer *w, int id, double value, do
 	uint32_t flags = a->flags;
 
 	if (flags & MRING_ON_EPOCH)
-		_mring_acc_add(a, value, weight, w->step);
+		_mring_acc_add(a, value, weight);
 	else
-		_mring_acc_note(a, value, w->step);
+		_mring_acc_note(a, value);
 	_mring_acc_mark(w, a, (unsigned)id);
 	if (!(flags & MRING_ON_STEP))
 		return 0;
-	return _mring_put(w, w->meta_epoch | MRING_EV_VALUE << 16 | (unsigned)id,
-			  value);
+	return _mring_put(w, MRING_EV_VALUE << 16 | (unsigned)id, value);
 }
 
 /**
@@ -433,8 +435,9 @@ _MRING_HOT int _mring_log_valid(struct mring_writer *w, int id, double value, do
  *
  * ON_EPOCH: updates the running statistics (always, even when the ring
  * record is dropped, so epoch values stay exact).  Every metric keeps
- * last, last_step and its counts.  ON_STEP: appends a value record that
- * carries the current step, epoch and step wall time.
+ * last, last_step and its counts.  ON_STEP: appends a 16-byte value
+ * record (one ring slot: metric id and value); readers attribute it to
+ * the step, epoch and step wall time of the STEP record before it.
  *
  * The statistics are kept in the writer's private memory and published
  * for readers (mring_stats_read()) by the next mring_step(),
@@ -488,7 +491,8 @@ MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
  *
  * Stamps the step's wall-clock time (CLOCK_REALTIME through the vDSO: no
  * syscall unless the kernel's clocksource has no vDSO support), appends
- * an MRING_EV_STEP record (dropped and counted on a full ring like any
+ * an MRING_EV_STEP record of two ring slots carrying the step, its wall
+ * time and the epoch (dropped and counted as two on a full ring like any
  * record) and publishes step, time and position for monitors (relaxed
  * stores: each field is atomic on its own).  The
  * values logged after it carry @step even when its STEP record was
@@ -508,17 +512,25 @@ MRING_INLINE int mring_step(struct mring_writer *w, uint64_t step)
 	uint64_t head, wall;
 	int ret;
 
-	/* a forked child's limit is 0: _mring_put() says -EPERM, and the
-	 * header stores land in the private copy its mapping became */
+	/* a forked child's limit is 0: the slow path says -EPERM, and the
+	 * shared stores land in the private copy its mapping became */
 	if (w->ndirty)
 		__mring_stats_publish(w);
 	w->step = step;
 	w->wall_ns = __mring_clock_ns();
-	ret = _mring_put(w, w->meta_epoch | MRING_EV_STEP << 16 | _MRING_NO_METRIC,
-			 0.0);
-	/* both loaded before the three header stores, which might alias *w
-	 * for the compiler and would make it load them again */
 	head = w->head;
+	if (mring_unlikely(head + 1 >= w->limit)) {
+		ret = __mring_step_slow(w);
+		head = w->head;
+	} else {
+		_mring_step_store(w->ring, w->mask, head, MRING_EV_STEP, step,
+				  w->wall_ns, w->epoch);
+		w->ctx_pos = head;
+		w->head = head += 2;
+		ret = 0;
+	}
+	/* loaded before the three header stores, which might alias *w
+	 * for the compiler and would make it load them again */
 	wall = (uint64_t)w->wall_ns;
 	_mring_store_relaxed(&h->step, step);
 	_mring_store_relaxed(&h->step_wall_ns, wall);
@@ -577,8 +589,9 @@ void mring_reader_close(struct mring_reader *r);
  * @r: a drainer handle
  *
  * Publishes the drain position after the last event returned by
- * mring_read(), with the loss count that goes with it: first the
- * {position, lost} latch the next drainer resumes from, then (release)
+ * mring_read(), with the loss count and the stream context (step,
+ * time, epoch) that go with it: first the latch the next drainer
+ * resumes from, then (release)
  * the tail the producer reads, which lets it reuse those slots.  Needed
  * only with MRING_NO_AUTOCOMMIT; harmless otherwise.
  *
@@ -592,11 +605,14 @@ int mring_commit(struct mring_reader *r);
  * @ev: array of at least @max events
  * @max: capacity of @ev
  *
- * Copies committed records in stream order.  Losses appear in the
- * stream where they happened as MRING_EV_LOST events (value = records
+ * Copies committed records in stream order, each value with the step,
+ * epoch and time of the STEP before it (a drainer keeps that context in
+ * its drain position).  Losses appear in the
+ * stream where they happened as MRING_EV_LOST events (value = ring slots
  * lost): records dropped on a full ring, records overwritten before this
- * reader got to them (OVERWRITE mode, or an observer lapped in any mode),
- * and drops a crashed producer never got to write down.  A drainer
+ * reader got to them (OVERWRITE mode, or an observer lapped in any mode)
+ * together with the values after them that lost their STEP, and drops a
+ * crashed producer never got to write down.  A drainer
  * commits its position (release) after copying, unless opened with
  * MRING_NO_AUTOCOMMIT; that is what lets the producer reuse the slots.
  * Never blocks.

@@ -47,6 +47,26 @@ struct _mring_geom {
 	uint64_t total_size;
 };
 
+/*
+ * The stream context at a ring position: what the last STEP (or CTX)
+ * record set, with the epoch advanced by each EPOCH_END since.  A value
+ * record is read against it.  Unknown after a lap: the reader then skips
+ * to the next STEP, counting what it skips as lost.
+ */
+struct _mring_ctx {
+	uint64_t step;
+	int64_t wall_ns;
+	uint32_t epoch;
+	bool known;
+};
+
+/* What the drain position latch holds (drainpos.c). */
+struct _mring_drainpos {
+	uint64_t pos;
+	uint64_t lost;
+	struct _mring_ctx ctx;
+};
+
 struct mring_reader {
 	struct _mring_shm_ident id;	/* checked private copy of the identity */
 	int fd;
@@ -65,9 +85,7 @@ struct mring_reader {
 	uint64_t dseq;			/* drainer: drain position latch seq */
 	uint64_t published;		/* drainer: last published position */
 	bool started;			/* observer: delivered anything yet */
-	uint64_t last_step;		/* of the last event, for LOST events */
-	uint32_t last_epoch;
-	int64_t last_wall;
+	struct _mring_ctx ctx;		/* the stream context at pos */
 };
 
 int _mring_path_resolve(const char *path, char *buf, size_t len);
@@ -96,6 +114,7 @@ void _mring_stats_store(struct _mring_shm_stats *c, const struct _mring_acc *a,
 			uint32_t epoch);
 void _mring_live_publish(struct _mring_acc *a, uint32_t epoch);
 void _mring_epoch_publish(struct mring_writer *w, uint32_t id);
+void _mring_dirty_settle(struct mring_writer *w);
 void _mring_dirty_clear(struct mring_writer *w);
 int _mring_names_init(struct mring_writer *w);
 /* loss.c */
@@ -104,8 +123,8 @@ uint64_t _mring_loss_publish(struct _mring_shm_hdr *h, uint64_t last, uint64_t d
 void _mring_loss_read(const struct _mring_shm_hdr *h, struct _mring_loss *out);
 /* drainpos.c */
 uint64_t _mring_drainpos_publish(struct _mring_shm_hdr *h, uint64_t last,
-				 uint64_t pos, uint64_t lost);
-void _mring_drainpos_read(const struct _mring_shm_hdr *h, uint64_t *pos,
-			  uint64_t *lost);
+				 const struct _mring_drainpos *p);
+void _mring_drainpos_read(const struct _mring_shm_hdr *h, int64_t created_ns,
+			  struct _mring_drainpos *out);
 
 #endif /* MRING_LIB_H */

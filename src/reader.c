@@ -84,33 +84,42 @@ static int reader_map(struct mring_reader *r, uint64_t file_size)
 
 static int drainer_attach(struct mring_reader *r)
 {
-	uint64_t pos, lost, written;
+	struct _mring_drainpos dp;
+	uint64_t written;
 	int ret;
 
 	ret = _mring_lock_take(r->fd, _MRING_LOCK_DRAINER);
 	if (ret < 0)
 		return ret;
-	_mring_drainpos_read(r->hdr, &pos, &lost);
+	_mring_drainpos_read(r->hdr, r->id.created_ns, &dp);
 	written = _mring_written(r->hdr, r->ring, r->capacity);
 	/* untrusted: a position past the data would let the producer
 	 * overwrite records nobody read */
-	if (pos > written)
+	if (dp.pos > written)
 		return -EBADMSG;
-	r->pos = pos;
-	r->lost = lost;
-	r->published = pos;
+	r->pos = dp.pos;
+	r->lost = dp.lost;
+	r->ctx = dp.ctx;
+	r->published = dp.pos;
 	r->dseq = _mring_load_relaxed(&r->hdr->dpos.seq);
 	/* release: pairs with the acquire load of tail in the producer's room() */
-	_mring_store_release(&r->hdr->tail, pos);
+	_mring_store_release(&r->hdr->tail, dp.pos);
 	_mring_store_relaxed(&r->hdr->drainer, 1);
 	return 0;
 }
 
+/*
+ * An observer starts at the oldest slot still in the ring.  At position
+ * 0 it knows the context a writer starts with; anywhere else it learns
+ * it from the first STEP.
+ */
 static void observer_attach(struct mring_reader *r)
 {
 	uint64_t written = _mring_written(r->hdr, r->ring, r->capacity);
 
 	r->pos = written > r->capacity ? written - r->capacity : 0;
+	if (!r->pos)
+		r->ctx = (struct _mring_ctx){ .wall_ns = r->id.created_ns, .known = true };
 }
 
 MRING_API int mring_reader_open(const char *path, unsigned flags,
@@ -185,7 +194,9 @@ err:
  */
 static void drainpos_publish(struct mring_reader *r)
 {
-	r->dseq = _mring_drainpos_publish(r->hdr, r->dseq, r->pos, r->lost);
+	struct _mring_drainpos p = { .pos = r->pos, .lost = r->lost, .ctx = r->ctx };
+
+	r->dseq = _mring_drainpos_publish(r->hdr, r->dseq, &p);
 	r->published = r->pos;
 }
 
@@ -213,42 +224,102 @@ MRING_API void mring_reader_close(struct mring_reader *r)
 }
 
 struct rec_copy {
-	uint64_t stamp, step, value, wall, meta;
+	uint64_t stamp;		/* position + 1 of what the slot holds */
+	unsigned kind, arg;
+	uint64_t value;
+	uint64_t wall;		/* STEP and CTX: their WALL slot's value */
+	unsigned epoch_hi;	/* STEP and CTX: their WALL slot's arg */
 };
 
 /* What rec_load() found at r->pos. */
 enum rec_state {
-	REC_CORRUPT = -1,	/* a stamp that cannot be: -EBADMSG */
+	REC_CORRUPT = -1,	/* a tag that cannot be: -EBADMSG */
 	REC_NOT_YET = 0,	/* not committed yet */
 	REC_READY,		/* a consistent copy of the record */
 	REC_LAPPED,		/* a later lap is there; the copy's stamp says which */
 };
 
-/* Copy the record at r->pos. */
+/*
+ * Classify @tag read at @pos.  Its stamp is the position + 1 it was
+ * written for, modulo 2^40: the same as ours, a later lap (a forward
+ * distance under 2^39; *@stamp gets the whole number), or an older one.
+ */
+static enum rec_state tag_state(const struct mring_reader *r, uint64_t pos,
+				uint64_t tag, uint64_t *stamp)
+{
+	uint64_t s = tag >> 24, d = (s - (pos + 1)) & _MRING_STAMP_MASK;
+
+	if (!tag)
+		return REC_NOT_YET;
+	if (((s - 1) & r->mask) != (pos & r->mask))
+		return REC_CORRUPT;
+	*stamp = pos + 1 + d;
+	if (!d)
+		return REC_READY;
+	return d < (UINT64_C(1) << (_MRING_STAMP_BITS - 1)) ? REC_LAPPED : REC_NOT_YET;
+}
+
+static unsigned tag_kind(uint64_t tag)
+{
+	return (unsigned)(tag >> 16) & 0xff;
+}
+
+/*
+ * The WALL slot of the STEP or CTX at r->pos.  The producer commits it
+ * before the STEP slot, so it is there; a tag that is not ours means a
+ * later lap is being written over it (not yet: the STEP slot's tag will
+ * say so), or damage.
+ */
+static enum rec_state wall_state(const struct mring_reader *r, uint64_t tag)
+{
+	uint64_t stamp;
+	enum rec_state st = tag_state(r, r->pos + 1, tag, &stamp);
+
+	if (st == REC_READY)
+		return tag_kind(tag) == _MRING_REC_WALL ? REC_READY : REC_CORRUPT;
+	return st == REC_CORRUPT ? REC_CORRUPT : REC_NOT_YET;
+}
+
+/* Copy the record at r->pos (two slots for a STEP or CTX). */
 static enum rec_state rec_load(struct mring_reader *r, struct rec_copy *c)
 {
-	const struct _mring_rec *rec = &r->ring[r->pos & r->mask];
-	uint64_t want = r->pos + 1;
+	const struct _mring_rec *rec = &r->ring[r->pos & r->mask], *wall = NULL;
+	uint64_t tag, tag2 = 0, again;
+	enum rec_state st;
 
-	/* acquire: pairs with the release store of stamp in _mring_rec_store */
-	c->stamp = _mring_load_acquire(&rec->stamp);
-	if (c->stamp == want) {
-		c->step = _mring_load_relaxed(&rec->step);
-		c->value = _mring_load_relaxed(&rec->value);
-		c->wall = _mring_load_relaxed(&rec->wall_ns);
-		c->meta = _mring_load_relaxed(&rec->meta);
-		/* acquire fence: pairs with the release fence in
-		 * _mring_rec_store; a rewrite that started shows in stamp */
-		_mring_fence_acquire();
-		c->stamp = _mring_load_relaxed(&rec->stamp);
-		if (c->stamp == want)
-			return REC_READY;
+	/* acquire: pairs with the release store of tag in _mring_rec_store
+	 * and _mring_step_store */
+	tag = _mring_load_acquire(&rec->tag);
+	st = tag_state(r, r->pos, tag, &c->stamp);
+	if (st != REC_READY)
+		return st;
+	c->kind = tag_kind(tag);
+	c->arg = (unsigned)tag & 0xffff;
+	c->wall = 0;
+	c->epoch_hi = 0;
+	if (c->kind == MRING_EV_STEP || c->kind == _MRING_REC_CTX) {
+		wall = &r->ring[(r->pos + 1) & r->mask];
+		/* acquire: pairs with the release store of the WALL tag in
+		 * _mring_step_store */
+		tag2 = _mring_load_acquire(&wall->tag);
+		c->wall = _mring_load_relaxed(&wall->value);
+		c->epoch_hi = (unsigned)tag2 & 0xffff;
 	}
-	if (c->stamp == 0)
-		return REC_NOT_YET;
-	if (((c->stamp - 1) & r->mask) != (r->pos & r->mask))
-		return REC_CORRUPT;
-	return c->stamp > want ? REC_LAPPED : REC_NOT_YET;
+	c->value = _mring_load_relaxed(&rec->value);
+	/* acquire fence: pairs with the release fence in _mring_rec_store and
+	 * _mring_step_store; a rewrite that started shows in the tags */
+	_mring_fence_acquire();
+	again = _mring_load_relaxed(&rec->tag);
+	if (again != tag) {
+		st = tag_state(r, r->pos, again, &c->stamp);
+		return st == REC_READY ? REC_CORRUPT : st;
+	}
+	if (wall) {
+		st = wall_state(r, tag2);
+		if (st == REC_READY && _mring_load_relaxed(&wall->tag) != tag2)
+			st = REC_NOT_YET;
+	}
+	return st;
 }
 
 static uint32_t metric_limit(struct mring_reader *r)
@@ -259,51 +330,71 @@ static uint32_t metric_limit(struct mring_reader *r)
 	return n > r->max_metrics ? r->max_metrics : n;
 }
 
+/* Ring slots the record at r->pos takes. */
+static unsigned rec_span(const struct rec_copy *c)
+{
+	return c->kind == MRING_EV_STEP || c->kind == _MRING_REC_CTX ? 2 : 1;
+}
+
+/* Records a reader can take without knowing the stream context. */
+static bool needs_no_context(const struct rec_copy *c)
+{
+	return c->kind == MRING_EV_STEP || c->kind == _MRING_REC_CTX ||
+	       c->kind == MRING_EV_LOST;
+}
+
+/*
+ * Decode @c against the context; STEP and CTX set it, EPOCH_END moves
+ * it to the next epoch.  Returns 1 with an event in @ev, 0 for a CTX
+ * (no event), -EBADMSG for a record that cannot be.
+ */
 static int rec_decode(struct mring_reader *r, const struct rec_copy *c,
 		      struct mring_event *ev)
 {
-	uint32_t kind = (uint32_t)(c->meta >> 16) & 0xffff;
-	uint32_t metric = (uint32_t)c->meta & 0xffff;
 	double value = _mring_bitsd(c->value);
+	struct _mring_ctx *x = &r->ctx;
 
-	switch (kind) {
+	ev->seq = r->pos;
+	ev->kind = c->kind;
+	ev->flags = 0;
+	ev->value = value;
+	switch (c->kind) {
 	case MRING_EV_VALUE:
 	case MRING_EV_EPOCH_VALUE:
 	case MRING_EV_EPOCH_WEIGHT:
-		if (metric >= r->nmetrics)
+		if (c->arg >= r->nmetrics)
 			r->nmetrics = metric_limit(r);
-		if (metric >= r->nmetrics)
+		if (c->arg >= r->nmetrics)
 			return -EBADMSG;
-		ev->metric = (int32_t)metric;
+		ev->metric = (int32_t)c->arg;
 		break;
 	case MRING_EV_LOST:
 		if (!(value >= 1.0 && value <= 9007199254740992.0))
 			return -EBADMSG;
 		/* fallthrough */
-	case MRING_EV_STEP:
 	case MRING_EV_EPOCH_END:
-		if (metric != _MRING_NO_METRIC)
+		if (c->arg != _MRING_NO_METRIC)
 			return -EBADMSG;
 		ev->metric = -1;
+		break;
+	case MRING_EV_STEP:
+	case _MRING_REC_CTX:
+		x->step = c->value;
+		x->wall_ns = (int64_t)c->wall;
+		x->epoch = c->epoch_hi << 16 | c->arg;
+		x->known = true;
+		ev->metric = -1;
+		ev->value = 0.0;
 		break;
 	default:
 		return -EBADMSG;
 	}
-	ev->seq = r->pos;
-	ev->kind = kind;
-	ev->step = c->step;
-	ev->epoch = (uint32_t)(c->meta >> 32);
-	ev->flags = 0;
-	ev->wall_ns = (int64_t)c->wall;
-	ev->value = value;
-	return 0;
-}
-
-static void note_event(struct mring_reader *r, const struct mring_event *ev)
-{
-	r->last_step = ev->step;
-	r->last_epoch = ev->epoch;
-	r->last_wall = ev->wall_ns;
+	ev->step = x->step;
+	ev->epoch = x->epoch;
+	ev->wall_ns = x->wall_ns;
+	if (c->kind == MRING_EV_EPOCH_END)
+		x->epoch++;
+	return c->kind != _MRING_REC_CTX;
 }
 
 static void lost_event(struct mring_reader *r, struct mring_event *ev,
@@ -313,9 +404,9 @@ static void lost_event(struct mring_reader *r, struct mring_event *ev,
 	ev->seq = seq;
 	ev->kind = MRING_EV_LOST;
 	ev->metric = -1;
-	ev->step = r->last_step;
-	ev->epoch = r->last_epoch;
-	ev->wall_ns = r->last_wall;
+	ev->step = r->ctx.step;
+	ev->epoch = r->ctx.epoch;
+	ev->wall_ns = r->ctx.wall_ns;
 	ev->value = (double)count;
 }
 
@@ -351,11 +442,9 @@ static enum seal_result seal_dead_producer(struct mring_reader *r, struct mring_
 		r->pos++;
 		return SEAL_REPORTED;
 	}
-	_mring_rec_store(&r->ring[r->pos & r->mask], r->pos,
-			 _mring_load_relaxed(&h->epoch) << 32 | MRING_EV_LOST << 16 |
-			 _MRING_NO_METRIC,
-			 _mring_load_relaxed(&h->step),
-			 (int64_t)_mring_load_relaxed(&h->step_wall_ns), (double)loss.pending);
+	_mring_rec_store(&r->ring[r->pos & r->mask],
+			 _mring_tag(r->pos, MRING_EV_LOST, _MRING_NO_METRIC),
+			 _mring_dbits((double)loss.pending));
 	/* the producer's last loss record, with nothing pending any more */
 	_mring_loss_publish(h, loss.seq, loss.dropped, 0, r->pos + 1);
 	return SEAL_WRITTEN;
@@ -376,10 +465,40 @@ static uint64_t lap_skip(struct mring_reader *r, uint64_t stamp)
 	return next;
 }
 
+/* The LOST event of the gap mring_read() is in, if any. */
+struct gap {
+	int idx;		/* its index in the caller's array, or -2 */
+	uint64_t end;		/* the position after it */
+};
+
+/*
+ * @count slots from @seq on are gone (overrun, or records without their
+ * context): one LOST event per gap, however many steps told us.  An
+ * observer that has not delivered anything yet skips silently.
+ */
+static int gap_note(struct mring_reader *r, struct mring_event *ev, int n, struct gap *g,
+		    uint64_t seq, uint64_t count)
+{
+	if (!r->started && !(r->flags & MRING_DRAIN))
+		return n;
+	r->lost += count;
+	if (g->idx == n - 1 && g->end == seq) {
+		ev[g->idx].value += (double)count;
+		g->end += count;
+		return n;
+	}
+	lost_event(r, &ev[n], seq, count);
+	ev[n].flags = MRING_EVF_OVERRUN;
+	g->idx = n;
+	g->end = seq + count;
+	return n + 1;
+}
+
 MRING_API int mring_read(struct mring_reader *r, struct mring_event *ev, int max)
 {
+	struct gap gap = { .idx = -2 };
 	struct rec_copy c;
-	int n = 0, ret = 0, gap = -2;
+	int n = 0, ret = 0;
 	enum seal_result seal;
 
 	if (!r || !ev || max < 0)
@@ -387,29 +506,29 @@ MRING_API int mring_read(struct mring_reader *r, struct mring_event *ev, int max
 	while (n < max) {
 		enum rec_state st = rec_load(r, &c);
 
-		if (st == REC_READY) {
+		if (st == REC_READY && !r->ctx.known && !needs_no_context(&c)) {
+			n = gap_note(r, ev, n, &gap, r->pos, 1);
+			r->pos++;
+		} else if (st == REC_READY) {
 			ret = rec_decode(r, &c, &ev[n]);
 			if (ret < 0)
 				break;
-			note_event(r, &ev[n]);
-			r->started = true;
-			r->pos++;
-			n++;
+			r->pos += rec_span(&c);
+			if (ret) {
+				r->started = true;
+				n++;
+			}
+			ret = 0;
 		} else if (st == REC_LAPPED) {
 			uint64_t next = lap_skip(r, c.stamp);
 
-			if (r->started || (r->flags & MRING_DRAIN)) {
-				/* one LOST per gap, however many slots told us */
-				if (gap == n - 1) {
-					ev[gap].value += (double)(next - r->pos);
-				} else {
-					lost_event(r, &ev[n], r->pos, next - r->pos);
-					ev[n].flags = MRING_EVF_OVERRUN;
-					gap = n++;
-				}
-				r->lost += next - r->pos;
+			if (next <= r->pos) {	/* positions wrapped past 2^64: damage */
+				ret = -EBADMSG;
+				break;
 			}
+			n = gap_note(r, ev, n, &gap, r->pos, next - r->pos);
 			r->pos = next;
+			r->ctx.known = false;
 		} else if (st == REC_NOT_YET) {
 			seal = seal_dead_producer(r, &ev[n]);
 			if (seal == SEAL_REPORTED)

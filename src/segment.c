@@ -218,8 +218,10 @@ uint64_t _mring_proc_start(pid_t pid)
 
 static bool committed(const struct _mring_rec *ring, uint64_t mask, uint64_t pos)
 {
-	/* acquire: pairs with the release store of stamp in _mring_rec_store */
-	return _mring_load_acquire(&ring[pos & mask].stamp) == pos + 1;
+	/* acquire: pairs with the release store of tag in _mring_rec_store */
+	uint64_t tag = _mring_load_acquire(&ring[pos & mask].tag);
+
+	return tag && (tag >> 24) == ((pos + 1) & _MRING_STAMP_MASK);
 }
 
 /*

@@ -54,6 +54,16 @@ void _mring_epoch_publish(struct mring_writer *w, uint32_t id)
 	a->eseq = latch_put(&w->metrics[id].epoch, a->eseq, a, w->epoch);
 }
 
+/*
+ * The metrics on the dirty list were logged since the last publish,
+ * which every mring_step() does first: in the current step.
+ */
+void _mring_dirty_settle(struct mring_writer *w)
+{
+	for (uint32_t i = 0; i < w->ndirty; i++)
+		w->acc[w->dirty[i]].last_step = w->step;
+}
+
 /* Forget the dirty list: the caller published every metric itself. */
 void _mring_dirty_clear(struct mring_writer *w)
 {
@@ -73,6 +83,7 @@ MRING_API void __mring_stats_publish(struct mring_writer *w)
 		struct _mring_acc *a = &w->acc[w->dirty[i]];
 
 		a->dirty = 0;
+		a->last_step = w->step;
 		_mring_live_publish(a, w->epoch);
 	}
 	w->ndirty = 0;
@@ -243,6 +254,7 @@ MRING_API int mring_status_read(const struct mring_reader *r, struct mring_statu
 {
 	const struct _mring_shm_hdr *h;
 	uint64_t dpos, dlost, behind;
+	struct _mring_drainpos dp;
 	struct _mring_loss loss;
 	uint32_t state;
 	int held;
@@ -261,7 +273,9 @@ MRING_API int mring_status_read(const struct mring_reader *r, struct mring_statu
 	memcpy(out->run, r->id.run, sizeof(out->run));
 	out->capacity = r->capacity;
 	out->written = _mring_written(h, r->ring, r->capacity);
-	_mring_drainpos_read(h, &dpos, &dlost);
+	_mring_drainpos_read(h, r->id.created_ns, &dp);
+	dpos = dp.pos;
+	dlost = dp.lost;
 	out->read = dpos;
 	_mring_loss_read(h, &loss);
 	out->dropped = loss.dropped;

@@ -421,10 +421,10 @@ static void loss_publish(struct mring_writer *w)
 					  w->head);
 }
 
-static void record_drop(struct mring_writer *w)
+static void record_drop(struct mring_writer *w, unsigned slots)
 {
-	w->lost++;
-	w->dropped++;
+	w->lost += slots;
+	w->dropped += slots;
 	w->limit = 0;	/* every write goes through here until LOST is out */
 	loss_publish(w);
 	_mring_store_relaxed(&w->hdr->head, w->head);
@@ -433,13 +433,38 @@ static void record_drop(struct mring_writer *w)
 /* Write the pending LOST record at head; the caller made room. */
 static void record_lost(struct mring_writer *w)
 {
-	_mring_rec_store(&w->ring[w->head & w->mask], w->head,
-			 w->meta_epoch | MRING_EV_LOST << 16 | _MRING_NO_METRIC,
-			 w->step, w->wall_ns, (double)w->lost);
+	_mring_rec_store(&w->ring[w->head & w->mask],
+			 _mring_tag(w->head, MRING_EV_LOST, _MRING_NO_METRIC),
+			 _mring_dbits((double)w->lost));
 	w->head++;
 	w->lost = 0;
 	/* after the record: until then a dead producer's reader seals it */
 	loss_publish(w);
+}
+
+/*
+ * After a LOST record, the context again: a STEP or an EPOCH_END may be
+ * among what was lost, and the values that follow need their step,
+ * time and epoch.
+ */
+static void record_ctx(struct mring_writer *w)
+{
+	_mring_step_store(w->ring, w->mask, w->head, _MRING_REC_CTX, w->step,
+			  w->wall_ns, w->epoch);
+	w->ctx_pos = w->head;
+	w->head += 2;
+}
+
+/*
+ * A reader that was lapped, or attached in the middle of the ring,
+ * learns the context from the next STEP.  A producer that steps seldom
+ * (or never) writes a CTX pair at least every half ring instead: the
+ * slow path comes by every quarter ring, so a context is always less
+ * than a ring behind the head.
+ */
+static bool ctx_due(const struct mring_writer *w)
+{
+	return w->head - w->ctx_pos >= w->capacity / 2;
 }
 
 /*
@@ -459,24 +484,66 @@ static void limit_reset(struct mring_writer *w, uint64_t tail)
 	_mring_store_relaxed(&w->hdr->head, w->head);
 }
 
-MRING_API int __mring_put_slow(struct mring_writer *w, uint64_t meta, double value)
+/*
+ * Room for @slots more, after the pending LOST record and the CTX pair
+ * that must follow it (@ctx: the record needs a context; a STEP carries
+ * its own), and for a CTX pair that is due (ctx_due(), only where it
+ * fits: it never causes a drop).  Sets *@tail for limit_reset();
+ * -ENOBUFS after counting the @slots as dropped.
+ */
+static int slow_room(struct mring_writer *w, unsigned slots, bool ctx, int64_t *tail)
 {
-	int64_t tail = 0;
+	bool due = ctx && !w->lost && ctx_due(w);
+	uint64_t need = slots;
 
+	*tail = 0;
 	if (w->forked)
 		return -EPERM;
+	ctx = ctx && w->lost;
 	if (w->on_full != MRING_FULL_OVERWRITE) {
-		tail = room(w, w->lost ? 2 : 1);
-		if (tail < 0) {
-			record_drop(w);
+		need += (w->lost ? 1 : 0) + (ctx ? 2 : 0);
+		*tail = room(w, need + (due ? 2 : 0));
+		if (*tail < 0 && due) {
+			due = false;
+			*tail = room(w, need);
+		}
+		if (*tail < 0) {
+			record_drop(w, slots);
 			return -ENOBUFS;
 		}
 		if (w->lost)
 			record_lost(w);
 	}
-	_mring_rec_store(&w->ring[w->head & w->mask], w->head, meta, w->step,
-			 w->wall_ns, value);
+	if (ctx || due)
+		record_ctx(w);
+	return 0;
+}
+
+MRING_API int __mring_put_slow(struct mring_writer *w, unsigned kind_arg, double value)
+{
+	int64_t tail;
+	int ret = slow_room(w, 1, true, &tail);
+
+	if (ret < 0)
+		return ret;
+	_mring_rec_store(&w->ring[w->head & w->mask], (w->head + 1) << 24 | kind_arg,
+			 _mring_dbits(value));
 	w->head++;
+	limit_reset(w, (uint64_t)tail);
+	return 0;
+}
+
+MRING_API int __mring_step_slow(struct mring_writer *w)
+{
+	int64_t tail;
+	int ret = slow_room(w, 2, false, &tail);
+
+	if (ret < 0)
+		return ret;
+	_mring_step_store(w->ring, w->mask, w->head, MRING_EV_STEP, w->step,
+			  w->wall_ns, w->epoch);
+	w->ctx_pos = w->head;
+	w->head += 2;
 	limit_reset(w, (uint64_t)tail);
 	return 0;
 }
@@ -511,23 +578,22 @@ MRING_API int mring_epoch_end(struct mring_writer *w)
 		return -EINVAL;
 	if (w->forked)
 		return -EPERM;
+	_mring_dirty_settle(w);		/* last_step of this step's logs */
 	for (id = 0; id < w->nmetrics; id++) {
 		struct _mring_acc *a = &w->acc[id];
 
 		if (!(a->flags & MRING_ON_EPOCH))
 			continue;
 		_mring_epoch_publish(w, id);
-		(void)_mring_put(w, w->meta_epoch | MRING_EV_EPOCH_VALUE << 16 | id,
+		(void)_mring_put(w, MRING_EV_EPOCH_VALUE << 16 | id,
 				 _mring_reduce(a->flags, a->count, a->weight, a->sum,
 					       a->comp, a->min, a->max));
 		if (a->flags & MRING_MEAN)
-			(void)_mring_put(w, w->meta_epoch | MRING_EV_EPOCH_WEIGHT << 16 | id,
+			(void)_mring_put(w, MRING_EV_EPOCH_WEIGHT << 16 | id,
 					 a->count ? a->weight : 0.0);
 	}
-	(void)_mring_put(w, w->meta_epoch | MRING_EV_EPOCH_END << 16 | _MRING_NO_METRIC,
-			 0.0);
+	(void)_mring_put(w, MRING_EV_EPOCH_END << 16 | _MRING_NO_METRIC, 0.0);
 	w->epoch++;
-	w->meta_epoch = (uint64_t)w->epoch << 32;
 	_mring_store_relaxed(&w->hdr->epoch, w->epoch);
 	for (id = 0; id < w->nmetrics; id++) {
 		_mring_acc_reset(&w->acc[id]);

@@ -606,8 +606,8 @@ def test_losses_become_rows(env):
     lost = sum(x.get("mring_lost", 0) for x in rows)
     n_values = sum(len([k for k in x if k not in ("epoch", "step", "mring_lost")]) for x in rows)
     n_steps = len({x["step"] for x in rows if "loss_step" in x})
-    # 100 steps x (STEP + loss + lr) records; 63 fit
-    assert n_values + n_steps + lost == 300, (n_values, n_steps, lost)
+    # 100 steps x (STEP of two slots + loss + lr); LOST counts slots
+    assert n_values + 2 * n_steps + lost == 400, (n_values, n_steps, lost)
     assert "%d lost" % lost in r.stderr, r.stderr
 
 
@@ -903,26 +903,29 @@ def test_a_record_that_fails_commits_nothing_past_it(env):
 
 def test_overwritten_records_are_reported_after_a_restart(env):
     # A drain killed between its state rename and mring_commit(): the
-    # state says 20, the library still says 0.  The producer then laps
-    # the ring; the LOST range [0, 136) is partly (20) in the files.
+    # state says 30, the library still says 0.  The producer then laps
+    # the ring; the LOST range [0, 237) is partly (30) in the files.
+    # Step i takes slots 3i, 3i+1 (STEP) and 3i+2 (its value).
     p = env.script("run", mode="overwrite", cap=64)
     p.metric("x")
-    p.do("steps 0 10 0")                          # records 0..19
+    p.do("steps 0 10 0")                          # slots 0..29
     out = env.path("out.jsonl")
     r = env.mring("drain", "--jsonl", out, "run")
     assert r.returncode == 0, r.stderr
     seg = segment_file(env, "run")
     patch(seg, 384, struct.pack("<Q", 0))         # tail
-    patch(seg, 408, struct.pack("<QQQQ", 0, 0, 0, 0))   # both drain position copies
-    p.do("steps 10 100 0")                        # records 20..199, 0..135 overwritten
+    patch(seg, 408, struct.pack("<10Q", *[0] * 10))   # both drain position copies
+    # slots 30..299; the ring keeps 236..299, where 236 is step 78's value
+    # (no context without its STEP): lost to 237
+    p.do("steps 10 100 0")
     p.close()
     r = env.mring("drain", "--jsonl", out, "run")
     assert r.returncode == 0, r.stderr
     rows = read_jsonl_strict(out)
     lost = sum(x.get("mring_lost", 0) for x in rows)
     steps = sorted(x["step"] for x in rows if "x" in x)
-    assert lost == 136 - 20, (lost, r.stderr)
-    assert steps == list(range(10)) + list(range(68, 100)), steps
+    assert lost == 237 - 30, (lost, r.stderr)
+    assert steps == list(range(10)) + list(range(79, 100)), steps
 
 
 def test_a_drain_killed_before_its_first_commit_resumes(env):
@@ -1111,13 +1114,15 @@ def test_observe_exports_without_consuming(env):
     # a ring that wrapped: what is gone is a loss row, first
     p = env.script("small", mode="overwrite", cap=64)
     p.metric("x")
-    p.do("steps 0 100 0")                         # 200 records, the last 64 kept
+    # 300 slots (a STEP takes two), the last 64 kept: 236 is step 78's
+    # value, which has no context without its STEP; step 79 starts at 237
+    p.do("steps 0 100 0")
     p.close()
     r = env.mring("drain", "--observe", "--jsonl", env.path("small.jsonl"), "small")
     assert r.returncode == 0, r.stderr
     rows = read_jsonl(env.path("small.jsonl"))
-    assert rows[0]["mring_lost"] == 136, rows[:2]
-    assert [x["step"] for x in rows[1:]] == list(range(68, 100)), rows[1:3]
+    assert rows[0]["mring_lost"] == 237, rows[:2]
+    assert [x["step"] for x in rows[1:]] == list(range(79, 100)), rows[1:3]
 
 
 def main():

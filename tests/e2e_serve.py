@@ -253,8 +253,8 @@ def run_tests(a):
         check(value(s, "mring_nonfinite_total", metric="lr", **w) == 1,
               "lr non-finite in epoch 5 (step 101) = 1")
         check(value(s, "mring_values_total", metric="lr", **w) == 4, "lr finite values in epoch 5 = 4")
-        check(value(s, "mring_records_total", **w) == 105 * 3 + 5 * 4,
-              "records_total = 105 steps * 3 + 5 epoch ends * 4")
+        check(value(s, "mring_records_total", **w) == 105 * 4 + 5 * 4,
+              "records_total = 105 steps * (2 STEP slots + 2 values) + 5 epoch ends * 4")
         check(value(s, "mring_dropped_total", **w) == 0, "dropped_total 0")
         live = value(s, "mring_step", segment="run-r0", run="run-r0", rank="0")
         v = value(s, "mring_value", segment="run-r0", metric="loss")

@@ -64,8 +64,14 @@ static int try_open(const char *name, unsigned flags)
 
 static off_t rec_off(int i)
 {
-	/* ring_offset: header + 4 slots of 512, page aligned */
-	return 8192 + (off_t)i * 40;
+	/* ring_offset: header + 4 slots of 512, page aligned; 16-byte slots */
+	return 8192 + (off_t)i * 16;
+}
+
+/* A slot's tag: see struct _mring_rec. */
+static uint64_t tag(uint64_t stamp, unsigned kind, unsigned arg)
+{
+	return stamp << 24 | (uint64_t)kind << 16 | arg;
 }
 
 Test(corrupt, files_that_are_not_segments)
@@ -101,7 +107,8 @@ Test(corrupt, files_that_are_not_segments)
 Test(corrupt, header_fields_are_all_checked)
 {
 	struct { off_t off; uint64_t v; int width; int err; } cases[] = {
-		{ ID(abi_major), 2, 32, -EPROTONOSUPPORT },
+		{ ID(abi_major), 1, 32, -EPROTONOSUPPORT },	/* the 40-byte format */
+		{ ID(abi_major), 3, 32, -EPROTONOSUPPORT },
 		{ ID(header_size), 8192, 32, -EBADMSG },
 		{ ID(record_size), 32, 32, -EBADMSG },
 		{ ID(capacity), 24, 64, -EBADMSG },
@@ -163,11 +170,13 @@ Test(corrupt, garbage_metric_count_and_names)
 
 Test(corrupt, a_bad_record_stops_the_stream_after_the_good_ones)
 {
-	struct { int field; uint64_t v; } cases[] = {
-		{ 4, UINT64_C(9) << 16 },			/* unknown kind */
-		{ 4, (uint64_t)MRING_EV_VALUE << 16 | 3 },	/* unregistered metric */
-		{ 4, (uint64_t)MRING_EV_STEP << 16 | 0 },	/* STEP with a metric */
-		{ 0, 2 + 1 + 16 * 5 + 1 },			/* stamp of another slot */
+	/* slots: STEP 0-1, values 2 and 3, epoch value, weight, end */
+	uint64_t cases[] = {
+		tag(4, 9, 0),				/* unknown kind */
+		tag(4, _MRING_REC_WALL, 0),		/* a WALL without its STEP */
+		tag(4, MRING_EV_VALUE, 3),		/* unregistered metric */
+		tag(4, MRING_EV_EPOCH_END, 0),		/* EPOCH_END with a metric */
+		tag(4 + 16 * 5 + 1, MRING_EV_VALUE, 0),	/* stamp of another slot */
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -175,12 +184,40 @@ Test(corrupt, a_bad_record_stops_the_stream_after_the_good_ones)
 		struct mring_event ev[8];
 		struct mring_reader *r;
 
-		poke64(rec_off(2) + cases[i].field * 8, cases[i].v);
+		poke64(rec_off(3), cases[i]);
 		r = open_reader(name, MRING_OBSERVE);
 		cr_expect_eq(mring_read(r, ev, 8), 2, "case %zu: the good prefix", i);
 		cr_expect_eq(ev[1].value, 0.5);
 		cr_expect_eq(mring_read(r, ev, 8), -EBADMSG, "case %zu", i);
 		cr_expect_eq(mring_read(r, ev, 8), -EBADMSG, "case %zu: and stays", i);
+		mring_reader_close(r);
+		unlink(seg_path);
+	}
+}
+
+/*
+ * A STEP is two slots, the WALL half committed first.  A STEP whose
+ * second slot holds something else cannot be: nothing is delivered
+ * from it, and the reader does not move past it.
+ */
+Test(corrupt, a_step_without_its_wall_slot)
+{
+	struct { uint64_t tag; int ret; } cases[] = {
+		/* a value where the WALL was: damage */
+		{ tag(2, MRING_EV_VALUE, 0), -EBADMSG },
+		/* a WALL of a later lap: being overwritten, not yet readable */
+		{ tag(2 + 16, _MRING_REC_WALL, 0), 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *name = make_segment("wall");
+		struct mring_event ev[8];
+		struct mring_reader *r;
+
+		poke64(rec_off(1), cases[i].tag);
+		r = open_reader(name, MRING_OBSERVE);
+		cr_expect_eq(mring_read(r, ev, 8), cases[i].ret, "case %zu", i);
+		cr_expect_eq(mring_read(r, ev, 8), cases[i].ret, "case %zu: and stays", i);
 		mring_reader_close(r);
 		unlink(seg_path);
 	}
@@ -193,16 +230,41 @@ Test(corrupt, a_lost_record_with_an_impossible_count)
 	struct mring_reader *r;
 	double zero = 0.0, nan = NAN;
 
-	poke64(rec_off(2) + 32, (uint64_t)MRING_EV_LOST << 16 | 0xffff);
-	poke(rec_off(2) + 16, &zero, 8);
+	poke64(rec_off(3), tag(4, MRING_EV_LOST, 0xffff));
+	poke(rec_off(3) + 8, &zero, 8);
 	r = open_reader(name, MRING_OBSERVE);
 	cr_expect_eq(mring_read(r, ev, 8), 2);
 	cr_expect_eq(mring_read(r, ev, 8), -EBADMSG);
 	mring_reader_close(r);
-	poke(rec_off(2) + 16, &nan, 8);
+	poke(rec_off(3) + 8, &nan, 8);
 	r = open_reader(name, MRING_OBSERVE);
 	cr_expect_eq(mring_read(r, ev, 8), 2);
 	cr_expect_eq(mring_read(r, ev, 8), -EBADMSG);
+	mring_reader_close(r);
+}
+
+/*
+ * Stamps hold positions modulo 2^40.  A drain position near 2^64 makes
+ * "a later lap" wrap past 2^64 to a small position, below where the
+ * reader is (found by the fuzzer: the reader went back and forth
+ * forever); it must stop instead.
+ */
+Test(corrupt, positions_that_would_wrap_past_2_64_stop_the_reader, .timeout = 10)
+{
+	const char *name = make_segment("wrap");
+	const uint64_t pos = UINT64_MAX - 39;	/* slot 8 of 16 */
+	off_t dpos = HDR(dpos);
+	struct mring_event ev[8];
+	struct mring_reader *r;
+
+	poke64(HDR(head), pos + 8);		/* no commit there: written */
+	poke64(dpos, 1);			/* seq 1 selects copy[1] */
+	poke64(dpos + 8 + 40, pos);		/* copy[1].pos */
+	/* slot 8 "holds" position pos + 64, which is 24 after 2^64 */
+	poke64(rec_off(8), tag(25, MRING_EV_VALUE, 0));
+	r = open_reader(name, MRING_DRAIN);
+	cr_expect_eq(mring_read(r, ev, 8), -EBADMSG);
+	cr_expect_eq(mring_read(r, ev, 8), -EBADMSG, "and stays");
 	mring_reader_close(r);
 }
 
@@ -212,7 +274,7 @@ Test(corrupt, a_drain_position_past_the_data_is_refused)
 	off_t dpos = HDR(dpos);
 
 	poke64(dpos, 1);		/* seq 1 selects copy[1] */
-	poke64(dpos + 8 + 16, 1000);	/* copy[1].pos */
+	poke64(dpos + 8 + 40, 1000);	/* copy[1].pos */
 	cr_expect_eq(try_open(name, MRING_DRAIN), -EBADMSG);
 	cr_expect_eq(try_open(name, MRING_OBSERVE), 0, "observers do not use it");
 }

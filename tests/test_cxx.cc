@@ -77,12 +77,13 @@ Test(cxx, a_cxx_producer_is_read_exactly)
 
 		cr_assert_eq(st.kind, unsigned(MRING_EV_STEP));
 		cr_assert_eq(st.step, s);
+		cr_assert_eq(st.seq, 3 * s, "a STEP takes two slots");
 		cr_assert_eq(v.kind, unsigned(MRING_EV_VALUE));
 		cr_assert_eq(v.metric, loss);
 		cr_assert_eq(v.step, s);
 		cr_assert_eq(v.epoch, 0u);
 		cr_assert_eq(v.value, double(s) + 0.5);
-		cr_assert_eq(v.seq, 2 * s + 1);
+		cr_assert_eq(v.seq, 3 * s + 2);
 	}
 	/* per metric in id order: mean, then its weight; then the end */
 	const mring_event *e = &ev[2 * steps];

@@ -36,7 +36,7 @@ Test(ring, events_carry_seq_kind_metric_step_epoch_and_time)
 	cr_expect(ev[0].wall_ns >= t0 && ev[0].wall_ns <= t1, "wall time of the step");
 	for (int i = 1; i < 3; i++) {
 		cr_expect_eq(ev[i].kind, MRING_EV_VALUE);
-		cr_expect_eq(ev[i].seq, (uint64_t)i);
+		cr_expect_eq(ev[i].seq, (uint64_t)i + 1, "a STEP takes slots 0 and 1");
 		cr_expect_eq(ev[i].step, 7);
 		cr_expect_eq(ev[i].epoch, 0);
 		cr_expect_eq(ev[i].wall_ns, ev[0].wall_ns);
@@ -60,8 +60,10 @@ Test(ring, small_reads_and_many_laps_keep_every_record_in_order)
 	struct mring_reader *r = open_reader(name, MRING_DRAIN);
 	int id = mring_metric(w, "x", MRING_ON_STEP);
 	struct mring_event ev[3];
-	uint64_t next = 0;
+	uint64_t next = 0, seq = 0;
 
+	/* no steps: the producer writes a context pair every half ring,
+	 * the only gaps in seq (the drainer never needs them) */
 	for (int round = 0; round < 200; round++) {
 		for (int i = 0; i < 10; i++)
 			cr_assert_eq(mring_log(w, id, (double)(round * 10 + i)), 0);
@@ -70,7 +72,10 @@ Test(ring, small_reads_and_many_laps_keep_every_record_in_order)
 
 			cr_assert_gt(n, 0);
 			for (int k = 0; k < n; k++, got++, next++) {
-				cr_assert_eq(ev[k].seq, next);
+				cr_assert(ev[k].seq == seq || ev[k].seq == seq + 2,
+					  "seq %llu after %llu", (unsigned long long)ev[k].seq,
+					  (unsigned long long)seq);
+				seq = ev[k].seq + 1;
 				cr_assert_eq(ev[k].value, (double)next);
 			}
 		}
@@ -99,7 +104,8 @@ Test(ring, drop_mode_reports_losses_in_the_stream)
 	CHECK_OK(mring_status_read(r, &st));
 	cr_expect_eq(st.dropped, 13);
 
-	/* room again: the loss goes in first, where it happened */
+	/* room again: the loss goes in first, where it happened, then the
+	 * context pair (slots 8 and 9), then the value */
 	cr_assert_eq(mring_log(w, id, 100.0), 0);
 	n = read_all(r, ev, 64);
 	cr_assert_eq(n, 2);
@@ -107,20 +113,23 @@ Test(ring, drop_mode_reports_losses_in_the_stream)
 	cr_expect_eq(ev[0].value, 13.0);
 	cr_expect_eq(ev[0].seq, 7);
 	cr_expect_eq(ev[1].value, 100.0);
-	cr_expect_eq(ev[1].seq, 8);
+	cr_expect_eq(ev[1].seq, 10);
 
 	/* losses pending at close are written at close (the reserved slot) */
+	ok = 0;
 	for (int i = 0; i < 20; i++)
-		mring_log(w, id, 200.0 + i);
+		ok += mring_log(w, id, 200.0 + i) == 0;
 	mring_writer_close(w);
 	n = read_all(r, ev, 64);
-	cr_assert_eq(n, 8);
-	cr_expect_eq(ev[7].kind, MRING_EV_LOST);
-	cr_expect_eq(ev[7].value, 13.0);
+	cr_assert_eq(n, ok + 1);
+	for (int i = 0; i < ok; i++)
+		cr_expect_eq(ev[i].value, 200.0 + i);
+	cr_expect_eq(ev[ok].kind, MRING_EV_LOST);
+	cr_expect_eq(ev[ok].value, 20.0 - ok);
 	CHECK_OK(mring_status_read(r, &st));
-	cr_expect_eq(st.dropped, 26);
-	cr_expect_eq(st.written, 17);
-	cr_expect_eq(st.read, 17);
+	cr_expect_eq(st.dropped, 13 + 20 - (uint64_t)ok);
+	cr_expect_eq(st.written, ev[ok].seq + 1);
+	cr_expect_eq(st.read, st.written);
 	mring_reader_close(r);
 }
 
@@ -142,12 +151,38 @@ Test(ring, a_dropped_step_record_does_not_lose_the_step_of_later_values)
 	n = read_all(r, ev, 64);
 	cr_assert_eq(n, 2);
 	cr_expect_eq(ev[0].kind, MRING_EV_LOST);
-	cr_expect_eq(ev[0].value, 2.0);
+	cr_expect_eq(ev[0].value, 3.0, "the STEP's two slots and the EPOCH_END");
 	cr_expect_eq(ev[1].step, 42);
 	cr_expect_eq(ev[1].epoch, 1);
 	cr_expect_gt(ev[1].wall_ns, 0);
 	mring_reader_close(r);
 	mring_writer_close(w);
+}
+
+/* Log @n steps of one value each: step i takes slots 3i, 3i+1; its value 3i+2. */
+static void steps_of_one(struct mring_writer *w, int id, int from, int n)
+{
+	for (int i = from; i < from + n; i++) {
+		cr_assert_eq(mring_step(w, (uint64_t)i), 0, "overwrite never drops");
+		cr_assert_eq(mring_log(w, id, (double)i), 0);
+	}
+}
+
+/* The events after a gap that starts mid-step @s - 1: steps @s and @s + 1. */
+static void expect_two_steps(const struct mring_event *ev, int s)
+{
+	for (int k = 0; k < 2; k++) {
+		const struct mring_event *st = &ev[2 * k], *v = st + 1;
+
+		cr_expect_eq(st->kind, MRING_EV_STEP);
+		cr_expect_eq(st->seq, (uint64_t)(3 * (s + k)));
+		cr_expect_eq(st->step, (uint64_t)(s + k));
+		cr_expect_eq(v->kind, MRING_EV_VALUE);
+		cr_expect_eq(v->seq, (uint64_t)(3 * (s + k) + 2));
+		cr_expect_eq(v->value, (double)(s + k));
+		cr_expect_eq(v->step, (uint64_t)(s + k));
+		cr_expect_eq(v->wall_ns, st->wall_ns);
+	}
 }
 
 Test(ring, overwrite_mode_gives_exact_lost_counts_and_the_newest_records)
@@ -160,28 +195,77 @@ Test(ring, overwrite_mode_gives_exact_lost_counts_and_the_newest_records)
 	struct mring_status st;
 	int n;
 
-	for (int i = 0; i < 100; i++)
-		cr_assert_eq(mring_log(w, id, (double)i), 0, "overwrite never drops");
+	steps_of_one(w, id, 0, 40);			/* 120 slots */
 	CHECK_OK(mring_status_read(r, &st));
-	cr_expect_eq(st.overwritten, 92);
+	cr_expect_eq(st.written, 120);
+	cr_expect_eq(st.overwritten, 112);
+	/*
+	 * The ring holds slots 112..119: the WALL half of step 37 (112),
+	 * its value (113), steps 38 and 39.  The first two cannot be read
+	 * without their STEP, so the gap runs to 114.
+	 */
 	n = read_all(r, ev, 64);
-	cr_assert_eq(n, 9);
+	cr_assert_eq(n, 5);
+	cr_expect_eq(ev[0].kind, MRING_EV_LOST);
+	cr_expect_eq(ev[0].flags, MRING_EVF_OVERRUN);
+	cr_expect_eq(ev[0].seq, 0);
+	cr_expect_eq(ev[0].value, 114.0);
+	expect_two_steps(&ev[1], 38);
+	/* a second lap: the total still adds up */
+	steps_of_one(w, id, 40, 10);			/* slots 120..149 */
+	n = read_all(r, ev, 64);
+	cr_assert_eq(n, 5);
+	cr_expect_eq(ev[0].seq, 120);
+	cr_expect_eq(ev[0].value, 24.0, "to 142 overrun, 142 and 143 without context");
+	expect_two_steps(&ev[1], 48);
+	CHECK_OK(mring_status_read(r, &st));
+	cr_expect_eq(st.overwritten, 114 + 24);
+	cr_expect_eq(st.read, 150);
+	mring_reader_close(r);
+	mring_writer_close(w);
+}
+
+/*
+ * A producer that never steps: its CTX pairs (at least every half ring)
+ * let a lapped reader attribute values again.  Every slot is delivered,
+ * reported lost, or one of those pairs; the values are the newest.
+ */
+Test(ring, overwrite_mode_without_steps_still_delivers_the_newest_values)
+{
+	const char *name = seg_name("owsteps");
+	struct mring_writer *w = open_writer(name, 8, MRING_FULL_OVERWRITE);
+	struct mring_reader *r = open_reader(name, MRING_DRAIN);
+	int id = mring_metric(w, "x", MRING_ON_STEP);
+	struct mring_event ev[64];
+	struct mring_status st;
+	uint64_t end = 0, values = 0;
+	int n;
+
+	for (int i = 0; i < 100; i++)
+		cr_assert_eq(mring_log(w, id, (double)i), 0);
+	CHECK_OK(mring_status_read(r, &st));
+	n = read_all(r, ev, 64);
+	cr_assert_gt(n, 1);
 	cr_expect_eq(ev[0].kind, MRING_EV_LOST);
 	cr_expect_eq(ev[0].seq, 0);
-	cr_expect_eq(ev[0].value, 92.0);
-	for (int i = 1; i < 9; i++) {
-		cr_expect_eq(ev[i].seq, (uint64_t)(91 + i));
-		cr_expect_eq(ev[i].value, (double)(91 + i));
+	for (int i = 0; i < n; i++) {
+		uint64_t gap = ev[i].seq - end;
+
+		cr_assert(ev[i].seq >= end && (gap == 0 || gap == 2), "event %d: seq %llu "
+			  "after %llu", i, (unsigned long long)ev[i].seq, (unsigned long long)end);
+		if (ev[i].kind == MRING_EV_LOST) {
+			cr_expect_eq(ev[i].flags, MRING_EVF_OVERRUN);
+			end = ev[i].seq + (uint64_t)ev[i].value;
+			continue;
+		}
+		cr_assert_eq(ev[i].kind, MRING_EV_VALUE);
+		values++;
+		end = ev[i].seq + 1;
 	}
-	/* a second lap: the total still adds up */
-	for (int i = 100; i < 130; i++)
-		mring_log(w, id, (double)i);
-	n = read_all(r, ev, 64);
-	cr_assert_eq(n, 9);
-	cr_expect_eq(ev[0].value, 22.0);
-	CHECK_OK(mring_status_read(r, &st));
-	cr_expect_eq(st.overwritten, 92 + 22);
-	cr_expect_eq(st.read, 130);
+	cr_expect_eq(end, st.written, "every slot accounted for");
+	for (uint64_t k = 0; k < values; k++)
+		cr_expect_eq(ev[n - (int)values + (int)k].value, (double)(100 - values + k),
+			     "the newest values, in order");
 	mring_reader_close(r);
 	mring_writer_close(w);
 }
@@ -278,6 +362,55 @@ Test(ring, one_drainer_at_a_time_and_it_resumes_exactly)
 	mring_writer_close(w);
 }
 
+/*
+ * A value record carries no step, epoch or time: the drain position
+ * keeps the context, so a drainer that resumes after the STEP (taken by
+ * an earlier drainer, one killed too) still attributes every value.
+ */
+Test(ring, a_resumed_drainer_knows_the_step_epoch_and_time_where_it_resumes)
+{
+	const char *name = seg_name("resumectx");
+	struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
+	struct mring_reader *r = open_reader(name, MRING_DRAIN);
+	int id = mring_metric(w, "x", MRING_ON_STEP);
+	struct mring_event ev[16];
+	int64_t wall;
+	pid_t pid;
+
+	CHECK_OK(mring_step(w, 5));
+	CHECK_OK(mring_log(w, id, 1.0));
+	CHECK_OK(mring_log(w, id, 2.0));
+	CHECK_OK(mring_epoch_end(w));
+	CHECK_OK(mring_log(w, id, 3.0));
+	cr_assert_eq(mring_read(r, ev, 2), 2);
+	cr_assert_eq(ev[0].kind, MRING_EV_STEP);
+	wall = ev[0].wall_ns;
+	cr_assert_gt(wall, 0);
+	mring_reader_close(r);
+
+	pid = test_fork();
+	if (pid == 0) {
+		struct mring_reader *cr = child_open_reader(name, MRING_DRAIN);
+		struct mring_event e[1];
+
+		CHILD_ASSERT(mring_read(cr, e, 1) == 1);
+		CHILD_ASSERT(e[0].value == 2.0 && e[0].step == 5 && e[0].wall_ns == wall);
+		child_kill_self();
+	}
+	wait_child_signal(pid, SIGKILL, "reads the value 2.0 and kills itself");
+	r = open_reader(name, MRING_DRAIN);
+	cr_assert_eq(read_all(r, ev, 16), 2);
+	cr_expect_eq(ev[0].kind, MRING_EV_EPOCH_END);
+	cr_expect_eq(ev[0].epoch, 0);
+	cr_expect_eq(ev[0].step, 5);
+	cr_expect_eq(ev[1].value, 3.0);
+	cr_expect_eq(ev[1].step, 5);
+	cr_expect_eq(ev[1].epoch, 1, "after the EPOCH_END");
+	cr_expect_eq(ev[1].wall_ns, wall);
+	mring_reader_close(r);
+	mring_writer_close(w);
+}
+
 Test(ring, observers_never_move_the_drain_position)
 {
 	const char *name = seg_name("observe");
@@ -313,21 +446,21 @@ Test(ring, an_observer_starts_at_the_oldest_record_still_in_the_ring)
 	struct mring_event ev[16];
 	int n;
 
-	for (int i = 0; i < 50; i++)
-		mring_log(w, id, (double)i);
+	steps_of_one(w, id, 0, 50);			/* 150 slots */
 	o = open_reader(name, MRING_OBSERVE);
+	/* the oldest slot is 142, the WALL half of step 47: its value (143)
+	 * has no context for this reader; it starts at step 48, silently */
 	n = read_all(o, ev, 16);
-	cr_assert_eq(n, 8);
-	cr_expect_eq(ev[0].kind, MRING_EV_VALUE, "no LOST for what came before it");
-	cr_expect_eq(ev[0].seq, 42);
+	cr_assert_eq(n, 4);
+	expect_two_steps(ev, 48);
 	/* then lapped: the observer reports what it missed */
-	for (int i = 50; i < 70; i++)
-		mring_log(w, id, (double)i);
+	steps_of_one(w, id, 50, 20);			/* slots 150..209 */
 	n = read_all(o, ev, 16);
-	cr_assert_eq(n, 9);
+	cr_assert_eq(n, 5);
 	cr_expect_eq(ev[0].kind, MRING_EV_LOST);
-	cr_expect_eq(ev[0].value, 12.0);
-	cr_expect_eq(ev[1].seq, 62);
+	cr_expect_eq(ev[0].seq, 150);
+	cr_expect_eq(ev[0].value, 54.0, "to 202 overrun, 202 and 203 without context");
+	expect_two_steps(&ev[1], 68);
 	mring_reader_close(o);
 	mring_writer_close(w);
 }

@@ -36,7 +36,8 @@ Test(status, tracks_step_epoch_and_counters)
 	CHECK_OK(mring_status_read(o, &st));
 	cr_expect_eq(st.step, 105);
 	cr_expect_eq(st.epoch, 1);
-	cr_expect_eq(st.written, 14, "5 steps + 5 values + epoch value and weight + end + step");
+	cr_expect_eq(st.written, 20, "5 two-slot steps + 5 values + epoch value and weight "
+		     "+ end + step");
 	cr_expect_gt(st.step_wall_ns, st.created_ns - 1);
 
 	d = open_reader(name, MRING_DRAIN);
@@ -46,7 +47,7 @@ Test(status, tracks_step_epoch_and_counters)
 	cr_expect_eq(st.drainer, 1, "the drainer's own handle sees itself");
 	cr_expect_eq(read_all(d, ev, 64), 14);
 	CHECK_OK(mring_status_read(o, &st));
-	cr_expect_eq(st.read, 14);
+	cr_expect_eq(st.read, 20);
 	mring_reader_close(d);
 	CHECK_OK(mring_status_read(o, &st));
 	cr_expect_eq(st.drainer, 0);

@@ -25,8 +25,8 @@ Test(writer, defaults_make_a_fully_allocated_0600_segment)
 	cr_expect(S_ISREG(sb.st_mode));
 	/* every byte allocated: no sparse page to SIGBUS on later */
 	cr_expect_geq((uint64_t)sb.st_blocks * 512, (uint64_t)sb.st_size);
-	/* 4 KiB header + 1024 metric slots of 512 B + 2^20 records of 40 B */
-	cr_expect_eq((uint64_t)sb.st_size, 4096 + 1024 * 512 + (UINT64_C(1) << 20) * 40);
+	/* 4 KiB header + 1024 metric slots of 512 B + 2^20 ring slots of 16 B */
+	cr_expect_eq((uint64_t)sb.st_size, 4096 + 1024 * 512 + (UINT64_C(1) << 20) * 16);
 
 	r = open_reader(name, MRING_OBSERVE);
 	CHECK_OK(mring_status_read(r, &st));
@@ -507,7 +507,7 @@ Test(writer, step_returns_what_became_of_its_record)
 
 	cr_assert_eq(mring_writer_step(w), 0);
 	cr_assert_eq(mring_writer_epoch(w), 0);
-	/* 8 slots, one kept for a LOST record: 7 STEP records fit */
+	/* 8 slots, one kept for a LOST record: 7 usable, 3 two-slot STEPs */
 	for (uint64_t s = 1; s <= 10; s++) {
 		int ret = mring_step(w, s * 10);
 
@@ -516,23 +516,27 @@ Test(writer, step_returns_what_became_of_its_record)
 		full += ret == -ENOBUFS;
 		cr_assert_eq(mring_writer_step(w), s * 10);
 	}
-	cr_assert_eq(ok, 7);
-	cr_assert_eq(full, 3);
+	cr_assert_eq(ok, 3);
+	cr_assert_eq(full, 7);
 	cr_assert_eq(mring_epoch_end(w), 0);
 	cr_assert_eq(mring_writer_epoch(w), 1);
 	/* a value after a dropped STEP still carries the step */
 	r = open_reader(seg_path, MRING_DRAIN);
 	n = read_all(r, ev, 16);
-	cr_assert_eq(n, 7, "the STEP records that fit");
-	for (int i = 0; i < 7; i++)
+	cr_assert_eq(n, 3, "the STEP records that fit");
+	for (int i = 0; i < 3; i++) {
 		cr_assert_eq(ev[i].step, (uint64_t)(i + 1) * 10);
+		cr_assert_eq(ev[i].seq, (uint64_t)i * 2);
+	}
 	/* room again: the LOST record goes first, then the value */
 	cr_assert_eq(mring_log(w, id, 1.0), 0);
 	n = read_all(r, ev, 16);
 	cr_assert_eq(n, 2);
 	cr_assert_eq(ev[0].kind, MRING_EV_LOST);
-	cr_assert_eq(ev[0].value, 4.0, "3 dropped STEP records and the EPOCH_END");
+	cr_assert_eq(ev[0].value, 15.0, "7 dropped STEPs of 2 slots and the EPOCH_END");
+	cr_assert_eq(ev[0].seq, 6);
 	cr_assert_eq(ev[1].kind, MRING_EV_VALUE);
+	cr_assert_eq(ev[1].seq, 9, "after the LOST record and the context pair");
 	cr_assert_eq(ev[1].step, 100);
 	cr_assert_eq(ev[1].epoch, 1);
 	mring_reader_close(r);

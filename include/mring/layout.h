@@ -9,7 +9,7 @@
  *
  *   0      header (4 KiB): identity, producer, drainer and loss lines
  *   4096   metrics: max_metrics slots of MRING_METRIC_STRIDE bytes
- *   ring   capacity records of MRING_REC_SIZE bytes (page aligned)
+ *   ring   capacity slots of _MRING_REC_SIZE bytes (page aligned)
  *
  * Internal header: included by <mring.h>; the names are not API.
  */
@@ -22,10 +22,10 @@
 
 /* Bytes 0a 0d 'm' 'r' 'i' 'n' 'g' 0x8b in memory on a little-endian host. */
 #define _MRING_MAGIC		UINT64_C(0x8b676e69726d0d0a)
-#define _MRING_ABI_MAJOR	1
+#define _MRING_ABI_MAJOR	2
 #define _MRING_ABI_MINOR	0
 #define _MRING_HDR_SIZE		4096u
-#define _MRING_REC_SIZE		40u
+#define _MRING_REC_SIZE		16u
 #define _MRING_METRIC_STRIDE	512u
 #define _MRING_NO_METRIC	0xffffu
 #define _MRING_LOCK_PRODUCER	0	/* file byte locked by the producer */
@@ -41,18 +41,28 @@
 #define _MRING_METRIC_READY	1u
 
 /*
- * One ring record, 40 bytes, 8-byte aligned, self-contained: a value
- * read after any loss still knows its step, epoch and wall time.
- * stamp is the commit word: 0 while the slot is being (re)written,
- * position + 1 once committed.  meta = epoch << 32 | kind << 16 | metric.
+ * One ring slot, 16 bytes: four to a cache line.  tag is the commit
+ * word: 0 while the slot is being (re)written, then
+ *
+ *	(position + 1) << 24 | kind << 16 | arg
+ *
+ * (the stamp is position + 1 modulo 2^40).  A value record's arg is its
+ * metric id and value its IEEE-754 bits; it carries no step, epoch or
+ * time: those are the stream's context, set by the last STEP record.
+ * A STEP takes two slots: {STEP, epoch & 0xffff, step} then
+ * {WALL, epoch >> 16, wall_ns}.  After a loss the producer writes the
+ * same pair as CTX, so the values after a gap are attributed again.
  */
 struct _mring_rec {
-	_mring_u64 stamp;
-	_mring_u64 step;
-	_mring_u64 value;	/* IEEE-754 bits of a double */
-	_mring_u64 wall_ns;	/* int64 ns since the Unix epoch of the step */
-	_mring_u64 meta;
+	_mring_u64 tag;
+	_mring_u64 value;
 };
+
+#define _MRING_STAMP_BITS	40
+#define _MRING_STAMP_MASK	((UINT64_C(1) << _MRING_STAMP_BITS) - 1)
+/* Ring-only kinds, after the public MRING_EV_* (1..6) */
+#define _MRING_REC_WALL		7u	/* second slot of a STEP or CTX */
+#define _MRING_REC_CTX		8u	/* a STEP that is not an event */
 
 /* One copy of a latched statistics snapshot (80 bytes). */
 struct _mring_shm_stats {
@@ -91,12 +101,21 @@ struct _mring_shm_metric {
 	char pad2[512 - 320 - 168];
 };
 
-/* Drain position latch: {pos, lost} always agree. */
+/*
+ * Drain position latch: {pos, lost} and the stream context at pos (the
+ * step, its wall time and the epoch the next value belongs to) always
+ * agree.  ctx = epoch | _MRING_CTX_KNOWN; without that bit the drainer
+ * resumes at the next STEP.
+ */
+#define _MRING_CTX_KNOWN	(UINT64_C(1) << 32)
 struct _mring_shm_drainpos {
 	_mring_u64 seq;
 	struct {
 		_mring_u64 pos;
 		_mring_u64 lost;
+		_mring_u64 step;
+		_mring_u64 wall_ns;
+		_mring_u64 ctx;
 	} copy[2];
 };
 
@@ -154,8 +173,8 @@ struct _mring_shm_hdr {
 	_mring_u64 tail;		/* release: records < tail are consumed */
 	_mring_u32 drainer;		/* 1 while a drainer is attached */
 	uint32_t pad2;
-	struct _mring_shm_drainpos dpos;
-	char pad3[512 - 440];
+	struct _mring_shm_drainpos dpos;	/* @400 */
+	char pad3[512 - 488];
 
 	/*
 	 * loss line (@512): the producer writes it only when it drops; a
@@ -178,5 +197,6 @@ _MRING_STATIC_ASSERT(offsetof(struct _mring_shm_hdr, tail) == 384, "drainer line
 _MRING_STATIC_ASSERT(offsetof(struct _mring_shm_hdr, loss) == 512, "loss line");
 _MRING_STATIC_ASSERT(sizeof(struct _mring_shm_ident) <= 248, "identity fits");
 _MRING_STATIC_ASSERT(offsetof(struct _mring_shm_metric, live) == 128, "live latch");
+_MRING_STATIC_ASSERT(offsetof(struct _mring_shm_hdr, dpos) == 400, "drain position");
 
 #endif /* MRING_LAYOUT_H */

@@ -31,7 +31,7 @@ struct _mring_acc {
 	double min;
 	double max;
 	double last;
-	uint64_t last_step;
+	uint64_t last_step;		/* set when published: see _mring_acc_note */
 	uint64_t seq;			/* mirrors live->seq */
 	uint64_t eseq;			/* mirrors the epoch latch's seq */
 	struct _mring_shm_latch *live;
@@ -48,7 +48,7 @@ struct _mring_name_slot;
  * (the asserts after the struct are there to make you notice):
  * mring_writer_open() passes it to the library, which refuses another.
  */
-#define _MRING_INLINE_ABI	2
+#define _MRING_INLINE_ABI	3
 
 struct mring_writer {
 	/* hot: read by every mring_log(), the first 80 bytes */
@@ -58,20 +58,22 @@ struct mring_writer {
 	struct _mring_rec *ring;
 	uint64_t step;
 	int64_t wall_ns;
-	uint64_t meta_epoch;		/* (uint64_t)epoch << 32 */
+	uint32_t epoch;			/* current epoch, in STEP records */
+	uint32_t pad0;
 	uint32_t nmetrics;		/* registered ids are < nmetrics */
 	uint32_t max_metrics;
 	struct _mring_acc *acc;
 	struct _mring_shm_hdr *hdr;
 	uint32_t *dirty;		/* ids logged since the last publish */
 	uint32_t ndirty;
+	uint32_t pad1;
+	uint64_t ctx_pos;		/* position of the last STEP or CTX */
 
 	/* cold: slow paths only */
 	uint64_t capacity;
 	uint64_t lost;			/* drops not yet written as a LOST record */
 	uint64_t dropped;		/* every drop so far */
 	uint64_t loss_seq;		/* mirrors hdr->loss.seq */
-	uint32_t epoch;
 	int on_full;
 	int fd;
 	int pid;			/* owner; a forked child is not */
@@ -91,44 +93,69 @@ _MRING_STATIC_ASSERT(offsetof(struct mring_writer, mask) == 16, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct mring_writer, ring) == 24, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct mring_writer, step) == 32, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct mring_writer, wall_ns) == 40, "inline ABI");
-_MRING_STATIC_ASSERT(offsetof(struct mring_writer, meta_epoch) == 48, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, epoch) == 48, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct mring_writer, nmetrics) == 56, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct mring_writer, acc) == 64, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct mring_writer, hdr) == 72, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct mring_writer, dirty) == 80, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct mring_writer, ndirty) == 88, "inline ABI");
+_MRING_STATIC_ASSERT(offsetof(struct mring_writer, ctx_pos) == 96, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct _mring_acc, dirty) == 4, "inline ABI");
 _MRING_STATIC_ASSERT(offsetof(struct _mring_acc, live) == 96, "inline ABI");
 
-/*
- * Store one record at @pos.  The stamp is cleared first so that an
- * observer copying this slot from an older lap sees it change; the
- * fields follow, then the stamp that commits them.
- */
-static inline __attribute__((always_inline)) void _mring_rec_store(struct _mring_rec *r, uint64_t pos,
-				    uint64_t meta, uint64_t step,
-				    int64_t wall_ns, double value)
+/* The commit word of the record at @pos: see struct _mring_rec. */
+static inline uint64_t _mring_tag(uint64_t pos, unsigned kind, unsigned arg)
 {
-	_mring_store_relaxed(&r->stamp, 0);
-	/* release fence: pairs with the acquire fence in rec_load (src/reader.c) */
-	_mring_fence_release();
-	_mring_store_relaxed(&r->step, step);
-	_mring_store_relaxed(&r->value, _mring_dbits(value));
-	_mring_store_relaxed(&r->wall_ns, (uint64_t)wall_ns);
-	_mring_store_relaxed(&r->meta, meta);
-	/* release: pairs with the acquire load of stamp in rec_load (src/reader.c) */
-	_mring_store_release(&r->stamp, pos + 1);
+	return (pos + 1) << 24 | (uint64_t)kind << 16 | arg;
 }
 
 /*
- * ON_STEP-only metric: keep last, last_step and the counts, privately;
- * __mring_stats_publish() copies them out once per step.
+ * Store one slot at @pos.  The tag is cleared first so that an observer
+ * copying this slot from an older lap sees it change; the value follows,
+ * then the tag that commits it.
  */
-static inline __attribute__((always_inline)) void _mring_acc_note(struct _mring_acc *a, double v,
-				   uint64_t step)
+static inline __attribute__((always_inline)) void
+_mring_rec_store(struct _mring_rec *r, uint64_t tag, uint64_t value)
+{
+	_mring_store_relaxed(&r->tag, 0);
+	/* release fence: pairs with the acquire fence in rec_load (src/reader.c) */
+	_mring_fence_release();
+	_mring_store_relaxed(&r->value, value);
+	/* release: pairs with the acquire load of tag in rec_load (src/reader.c) */
+	_mring_store_release(&r->tag, tag);
+}
+
+/*
+ * Store a STEP (or CTX) at @pos and @pos + 1.  Both tags are cleared
+ * first; the WALL slot is committed before the STEP slot, so a reader
+ * that sees the STEP committed finds its WALL committed too.
+ */
+static inline __attribute__((always_inline)) void
+_mring_step_store(struct _mring_rec *ring, uint64_t mask, uint64_t pos,
+		  unsigned kind, uint64_t step, int64_t wall_ns, uint32_t epoch)
+{
+	struct _mring_rec *a = &ring[pos & mask], *b = &ring[(pos + 1) & mask];
+
+	_mring_store_relaxed(&a->tag, 0);
+	_mring_store_relaxed(&b->tag, 0);
+	/* release fence: pairs with the acquire fence in rec_load (src/reader.c) */
+	_mring_fence_release();
+	_mring_store_relaxed(&b->value, (uint64_t)wall_ns);
+	/* release: pairs with the acquire load of the WALL tag in step_load (src/reader.c) */
+	_mring_store_release(&b->tag, _mring_tag(pos + 1, _MRING_REC_WALL, epoch >> 16));
+	_mring_store_relaxed(&a->value, step);
+	/* release: pairs with the acquire load of tag in rec_load (src/reader.c) */
+	_mring_store_release(&a->tag, _mring_tag(pos, kind, epoch & 0xffff));
+}
+
+/*
+ * ON_STEP-only metric: keep last and the counts, privately;
+ * __mring_stats_publish() copies them out once per step, with the step
+ * as last_step (a metric on the dirty list was logged in this step).
+ */
+static inline __attribute__((always_inline)) void _mring_acc_note(struct _mring_acc *a, double v)
 {
 	a->last = v;
-	a->last_step = step;
 	if (__builtin_expect(isfinite(v), 1))
 		a->count++;
 	else

@@ -322,11 +322,13 @@ static int open_outputs(struct drain *d, bool resume)
  */
 static int seg_take(struct drain *d, struct seg *g, struct mring_event *ev)
 {
-	uint64_t end = ev->seq + 1;
+	uint64_t end = ev->seq + (ev->kind == MRING_EV_STEP ? 2 : 1);	/* slots */
 	int ret;
 
+	/* a damaged segment's overrun can count past 2^64 (a double): clamp */
 	if (ev->kind == MRING_EV_LOST && (ev->flags & MRING_EVF_OVERRUN))
-		end = ev->seq + (uint64_t)ev->value;
+		end = ev->value < (double)(UINT64_MAX - ev->seq) ?
+		      ev->seq + (uint64_t)ev->value : UINT64_MAX;
 	if (end <= g->skip_below)
 		return 0;
 	if (ev->seq < g->skip_below) {
@@ -463,15 +465,36 @@ static void progress_start(struct drain *d)
 	d->prog.every = ms ? atol(ms) : 500;
 	d->prog.t0 = d->prog.last = mono_ms();
 	d->prog.events0 = events_taken(d);
-	for (int i = 0; i < d->nsegs; i++)
-		if (mring_status_read(d->segs[i].r, &st) == 0 && st.written > st.read)
+	for (int i = 0; i < d->nsegs; i++) {
+		struct seg *g = &d->segs[i];
+
+		g->prog_from = g->next_seq;
+		if (mring_status_read(g->r, &st) == 0 && st.written > st.read) {
 			d->prog.backlog += st.written - st.read;
+			if (st.read > g->prog_from)
+				g->prog_from = st.read;
+		}
+	}
+}
+
+/* Ring slots taken since progress_start(): the backlog's unit. */
+static uint64_t progress_slots(const struct drain *d)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < d->nsegs; i++) {
+		const struct seg *g = &d->segs[i];
+
+		if (g->next_seq > g->prog_from)
+			n += g->next_seq - g->prog_from;
+	}
+	return n;
 }
 
 static void progress_show(struct drain *d)
 {
 	int64_t now;
-	uint64_t n;
+	uint64_t n, slots;
 	double rate;
 
 	if (!d->prog.on)
@@ -484,9 +507,10 @@ static void progress_show(struct drain *d)
 	rate = now > d->prog.t0 ? (double)n * 1000.0 / (double)(now - d->prog.t0) : 0;
 	fprintf(stderr, "\rmring drain: %llu events, %.3g M/s", (unsigned long long)n,
 		rate / 1e6);
+	slots = progress_slots(d);
 	if (d->prog.backlog)
-		fprintf(stderr, ", %.0f%% of the backlog",
-			n >= d->prog.backlog ? 100.0 : 100.0 * (double)n / (double)d->prog.backlog);
+		fprintf(stderr, ", %.0f%% of the backlog", slots >= d->prog.backlog ? 100.0 :
+			100.0 * (double)slots / (double)d->prog.backlog);
 	fputs("\033[K", stderr);	/* clear what a longer line left */
 	d->prog.shown = true;
 }

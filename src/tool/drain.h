@@ -98,6 +98,7 @@ struct seg {
 	uint64_t skip_below;	/* events below this seq are in the sinks */
 	uint64_t next_seq;	/* after the last event taken */
 	uint64_t committed_seq;	/* next_seq at the last commit */
+	uint64_t prog_from;	/* progress: the position it started from */
 	bool done, crashed;
 	struct names *names;
 	int nnames;

@@ -460,8 +460,9 @@ int main(int argc, char **argv)
 	/* patch A: nmetrics (@260) = 0xff */
 	memcpy(p, "\x01\x04\x01\xff", 4);
 	seed(dir, "patch-a-nmetrics", p, 4);
-	/* patch A: record 2's kind byte (ring @8192, meta @+32, kind @+34) */
-	memcpy(p, "\x01\x72\x20\x09", 4);
+	/* patch A: slot 2's kind byte (ring @8192, 16-byte slots, tag
+	 * bits 16..23: @8192 + 32 + 2) */
+	memcpy(p, "\x01\x22\x20\x09", 4);
 	seed(dir, "patch-a-kind", p, 4);
 	/* patch A, words: the loss latch (@512, seq 0 selects copy[0]):
 	 * pending (@528) = 3, pending_pos (@536) = 11, the first free
@@ -471,14 +472,14 @@ int main(int argc, char **argv)
 	p[1] = 0x10; p[2] = 0x02; p[3] = 3;		/* @528 */
 	p[11] = 0x18; p[12] = 0x02; p[13] = 11;		/* @536 */
 	seed(dir, "patch-a-lostpending", p, 21);
-	/* patch A: truncated to 8192 + 40 bytes */
+	/* patch A: truncated to 8192 + 40 bytes (inside slot 2) */
 	memcpy(p, "\x05\x28\x20", 3);
 	seed(dir, "patch-a-trunc", p, 3);
 	/* patch B: drain position latch seq (@400) = 1, copy[1].pos = 5 */
 	memset(p, 0, sizeof(p));
 	p[0] = 0x0b;
 	p[1] = 0x90; p[2] = 0x01; p[3] = 1;		/* @400 */
-	p[11] = 0xa8; p[12] = 0x01; p[13] = 5;		/* @424 */
+	p[11] = 0xc0; p[12] = 0x01; p[13] = 5;		/* @448: 400 + 8 + 40 */
 	seed(dir, "patch-b-dpos", p, 21);
 	return 0;
 }

@@ -290,9 +290,9 @@ static void drain(const char *seg, struct shared *sh, int nmetrics)
 
 			if (e->seq < next_seq)
 				sh->seq_errors++;
-			else if (e->seq > next_seq)
+			else if (e->seq > next_seq && e->seq != next_seq + 2)	/* a CTX pair */
 				sh->seq_gaps++;
-			next_seq = e->seq + 1;
+			next_seq = e->seq + (e->kind == MRING_EV_STEP ? 2 : 1);	/* slots */
 			sh->events++;
 			switch (e->kind) {
 			case MRING_EV_VALUE: {

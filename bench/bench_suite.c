@@ -370,9 +370,11 @@ static void reader_child(const char *seg, unsigned mode, int latency)
 					sh->lat[sh->nlat++] = t - ev[i].value;
 		}
 		for (i = 0; i < ret; i++) {
-			if (ev[i].seq != next)
+			/* a CTX pair (two slots, no event) may sit between
+			 * records: after a LOST, or every half ring without steps */
+			if (ev[i].seq != next && ev[i].seq != next + 2)
 				sh->seq_gaps++;
-			next = ev[i].seq + 1;
+			next = ev[i].seq + (ev[i].kind == MRING_EV_STEP ? 2 : 1);	/* slots */
 			sink += ev[i].value;
 			switch (ev[i].kind) {
 			case MRING_EV_VALUE: sh->values++; break;

@@ -99,6 +99,8 @@ class MringCallback:
         values = _scalars(logs, skip)
         if values:
             self.writer.log(values, step=int(getattr(state, "global_step", 0) or 0))
+            # every logging_steps, not per step: show monitors at once
+            self.writer.flush()
         return None
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -193,6 +195,7 @@ class MringLogger:
                     w.metric(k, on_step=True, on_epoch=True, reduce="mean")
         if values:
             w.log(values, step=None if step is None else int(step))
+            w.flush()   # Lightning calls this every log_every_n_steps
             self._dirty = True
 
     def log_hyperparams(self, params, *args, **kwargs):

@@ -57,6 +57,9 @@ def test_hf_callback_sequence():
                         "learning_rate": 1e-3, "epoch": state.epoch,
                         "note": "not a number"}
                 assert cb.on_log(args, state, control, logs=logs) is None
+                # on_log flushes: monitors see the figures before the next step
+                st = mring.Reader("hf").stats("loss")
+                assert st["last"] == logs["loss"] and st["last_step"] == state.global_step
         cb.on_epoch_end(args, state, control)
     r = mring.Reader("hf")
     assert set(r.metrics()) == {"loss", "grad_norm", "learning_rate"}
@@ -109,6 +112,9 @@ def test_lightning_logger_sequence():
     for metrics, step in calls:
         lg.log_metrics(metrics, step=step)
         lg.save()
+        # log_metrics flushes: monitors see the value before the next step
+        name = next(k for k in metrics if k != "epoch")
+        assert r.stats(name)["last"] == float(metrics[name])
     ev = value_events(r)
     assert ev == [("foo_step", 0, 0, 1.0), ("foo_step", 1, 0, 3.0),
                   ("foo_epoch", 1, 0, 2.0), ("foo_step", 2, 1, 5.0),

@@ -141,7 +141,7 @@ _mring_step_store(struct _mring_rec *ring, uint64_t mask, uint64_t pos,
 	/* release fence: pairs with the acquire fence in rec_load (src/reader.c) */
 	_mring_fence_release();
 	_mring_store_relaxed(&b->value, (uint64_t)wall_ns);
-	/* release: pairs with the acquire load of the WALL tag in step_load (src/reader.c) */
+	/* release: pairs with the acquire load of the WALL tag in rec_load (src/reader.c) */
 	_mring_store_release(&b->tag, _mring_tag(pos + 1, _MRING_REC_WALL, epoch >> 16));
 	_mring_store_relaxed(&a->value, step);
 	/* release: pairs with the acquire load of tag in rec_load (src/reader.c) */

@@ -83,6 +83,7 @@
 
 #define NVAL		16	/* values per step */
 #define EV_PER_STEP	(NVAL + 1)
+#define SLOTS_PER_STEP	(NVAL + 2)	/* a STEP takes two ring slots */
 #define TAB_N		4096
 #define MAX_TOOLS	4
 #define MAX_REPS	15
@@ -498,7 +499,7 @@ static void run_flat(const struct tool *t, uint64_t cap, uint64_t target, double
 
 	read_summary(err, &sm);
 	lines = count_lines(out, &last_step, &bytes);
-	res->written = st.written;
+	res->written = s * EV_PER_STEP;	/* events (the ring holds s more slots: STEPs) */
 	res->dropped = st.dropped;
 	res->prod_s = t1 - t0;
 	res->ev_s = (double)(s * EV_PER_STEP) / res->prod_s;
@@ -507,7 +508,7 @@ static void run_flat(const struct tool *t, uint64_t cap, uint64_t target, double
 	res->drain_ev_s = (double)(s * EV_PER_STEP) / res->drain_s;
 	res->tail_ms = (t_exit - t1) * 1e3;
 	res->valid = st.dropped == 0 && !log_fail && rc == 0 && sm.ok &&
-		     st.written == s * EV_PER_STEP && (uint64_t)sm.events == st.written &&
+		     st.written == s * SLOTS_PER_STEP && (uint64_t)sm.events == s * EV_PER_STEP &&
 		     sm.lost == 0 && lines == sm.rows && last_step == (long long)(s - 1);
 	if (!res->valid)
 		invalid_runs++;
@@ -547,7 +548,7 @@ static void run_sink(const struct tool *t, uint64_t nev, int rep, struct sink_re
 	pid_t pid;
 
 	memset(res, 0, sizeof(*res));
-	while (cap < steps * EV_PER_STEP + 16)
+	while (cap < steps * SLOTS_PER_STEP + 16)
 		cap <<= 1;
 	paths(seg, sizeof(seg), out, sizeof(out), err, sizeof(err));
 	w = open_producer(seg, cap, MRING_FULL_DROP, NVAL, ids, "m");
@@ -563,7 +564,7 @@ static void run_sink(const struct tool *t, uint64_t nev, int rep, struct sink_re
 	mring_writer_close(w);
 	mring_status_read(obs, &st);
 	mring_reader_close(obs);
-	written = st.written;
+	written = steps * EV_PER_STEP;		/* events; the ring holds more slots */
 
 	t0 = now_s();
 	pid = spawn_drain(t->path, err, args);
@@ -573,7 +574,7 @@ static void run_sink(const struct tool *t, uint64_t nev, int rep, struct sink_re
 	res->drain_s = t_exit - t0;
 	res->ev_s = (double)written / res->drain_s;
 	res->valid = !log_fail && st.dropped == 0 && rc == 0 && sm.ok &&
-		     written == steps * EV_PER_STEP && (uint64_t)sm.events == written &&
+		     st.written == steps * SLOTS_PER_STEP && (uint64_t)sm.events == written &&
 		     sm.lost == 0 && lines == sm.rows && last_step == (long long)(steps - 1);
 	if (!res->valid)
 		invalid_runs++;

@@ -4,9 +4,10 @@
  *
  * A training process (the producer) opens a segment, registers metrics,
  * and on every step calls mring_step() and mring_log(): inline stores into
- * a single-producer ring of fixed-size records and into per-metric
- * running epoch statistics, all in one mmap'd file.  No syscall, no lock,
- * no allocation, no atomic read-modify-write on that path.  A separate
+ * a single-producer ring of 16-byte slots in an mmap'd file, plus
+ * per-metric running epoch statistics kept privately and published into
+ * the same file once per step.  No syscall, no lock, no allocation, no
+ * atomic read-modify-write on that path.  A separate
  * process drains the ring (MRING_DRAIN, one at a time, exactly-once
  * resumption), and any number of sidecars observe it (MRING_OBSERVE,
  * read-only).

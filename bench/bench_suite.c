@@ -971,7 +971,8 @@ static void drain_rate(uint64_t cap)
 	struct mring_writer *w;
 	struct mring_reader *r;
 	char seg[64], path[4200];
-	uint64_t i, n = cap - 2, got = 0;
+	/* no steps: the producer adds a CTX pair (2 slots) every half ring */
+	uint64_t i, n = cap - 8, got = 0;
 	double t0, t1, sink = 0;
 	int id, ret, k;
 

@@ -348,6 +348,9 @@ int __mring_put_slow(struct mring_writer *w, unsigned kind_arg, double value);
 int __mring_step_slow(struct mring_writer *w);
 /* The tool's and the Python binding's text for -ENOENT from an open. */
 const char *__mring_enoent_text(const char *path, char *buf, size_t len);
+/* The Python binding's text for -EEXIST from mring_writer_open(). */
+const char *__mring_eexist_text(const char *path, const char *replace_hint,
+				char *buf, size_t len);
 int __mring_bad_id(struct mring_writer *w, int id);
 void __mring_stats_publish(struct mring_writer *w);
 /* CLOCK_REALTIME in ns (vDSO): out of line so that mring.h compiles

@@ -52,6 +52,21 @@ static const char *open_enoent_text(PyObject *name, char *buf, size_t len)
 	return text;
 }
 
+static const char *open_eexist_text(PyObject *name, char *buf, size_t len)
+{
+	PyObject *b = NULL;
+	const char *text;
+
+	if (!name || !PyUnicode_FSConverter(name, &b)) {
+		PyErr_Clear();
+		return "a file is there: a segment whose producer is gone (replace=True "
+		       "replaces it) or a file that is not a segment (never replaced)";
+	}
+	text = __mring_eexist_text(PyBytes_AS_STRING(b), "replace=True", buf, len);
+	Py_DECREF(b);
+	return text;
+}
+
 static PyObject *set_error(int rc, int ctx, const char *what, PyObject *filename)
 {
 	int e = rc < 0 ? -rc : rc;
@@ -62,8 +77,7 @@ static PyObject *set_error(int rc, int ctx, const char *what, PyObject *filename
 	if (e == ENOENT && (ctx == CTX_OPEN || ctx == CTX_READ))
 		msg = open_enoent_text(filename, buf, sizeof(buf));
 	if (e == EEXIST && ctx == CTX_OPEN)
-		msg = "a file is there: a segment whose producer is gone (replace=True "
-		      "replaces it) or a file that is not a segment (never replaced)";
+		msg = open_eexist_text(filename, buf, sizeof(buf));
 
 	if (e == EINVAL || (ctx == CTX_METRIC && (e == ENAMETOOLONG ||
 		       e == EEXIST || e == ENOSPC)) || e == ERANGE) {
@@ -208,7 +222,7 @@ static int config_error(const struct mring_config *c, unsigned long long capacit
 	if (capacity && (capacity < MRING_MIN_CAPACITY || capacity > MRING_MAX_CAPACITY ||
 			 (capacity & (capacity - 1)))) {
 		PyErr_Format(PyExc_ValueError, "mring.Writer: capacity must be a power of two "
-			     "from %u to 2**32 records (got %llu); 0 means 2**20",
+			     "from %u to 2**32 ring slots (got %llu); 0 means 2**20",
 			     MRING_MIN_CAPACITY, capacity);
 		return -1;
 	}

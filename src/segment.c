@@ -68,6 +68,40 @@ MRING_API const char *__mring_enoent_text(const char *path, char *buf, size_t le
 	return buf;
 }
 
+/*
+ * What -EEXIST from mring_writer_open(@path) meant, for a message: a
+ * segment (or a dead creator's leftover) whose producer is gone, which
+ * @replace_hint (the caller's way to say MRING_CFG_REPLACE) replaces, or a
+ * file that is not a segment, which mring never replaces.  Exported for
+ * the Python binding; not API.
+ */
+MRING_API const char *__mring_eexist_text(const char *path, const char *replace_hint,
+					  char *buf, size_t len)
+{
+	char file[PATH_MAX];
+	uint64_t magic = 0;
+	struct stat sb;
+	ssize_t n = 0;
+	int fd;
+
+	if (_mring_path_resolve(path, file, sizeof(file)) < 0)
+		return mring_strerror(-EEXIST);
+	fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode))
+		n = pread(fd, &magic, sizeof(magic), 0);
+	else
+		sb.st_size = 1;		/* not a regular file: never ours */
+	if (fd >= 0)
+		close(fd);
+	if (magic == _MRING_MAGIC || ((n == 0 || magic == 0) && sb.st_size % 4096 == 0))
+		snprintf(buf, len, "a segment is at %s and its producer is gone "
+			 "(%s replaces it)", file, replace_hint);
+	else
+		snprintf(buf, len, "%s is not an mring segment; mring never replaces "
+			 "it: choose another name or remove it", file);
+	return buf;
+}
+
 /* 1..63 bytes, no control characters (names end up in CSV, JSON, labels). */
 int _mring_name_check(const char *name)
 {

@@ -17,8 +17,9 @@ MRING_API const char *mring_strerror(int err)
 	case EBUSY:
 		return "segment in use (a live producer, or another drainer)";
 	case EEXIST:
-		return "segment exists and its producer is gone (use MRING_CFG_REPLACE), "
-		       "or a metric of that name has other flags";
+		return "a file is at the segment's path: a segment whose producer is "
+		       "gone (MRING_CFG_REPLACE replaces it) or a file that is not a "
+		       "segment (never replaced); or a metric of that name has other flags";
 	case ENOBUFS:
 		return "ring full: record dropped and counted";
 	case EAGAIN:

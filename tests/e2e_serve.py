@@ -321,6 +321,38 @@ def run_tests(a):
               "scrape completes in %.3f s while a silent client holds a connection" % dt)
         slow_t0 = time.monotonic()
 
+        # --- one client address cannot take every connection (PEER_CONNS
+        # 16 each), and the last 8 of 64 are kept for addresses holding
+        # none: hogs from 127.0.0.2..5 hold 16+16+16+8 half-sent requests ---
+        def conn_from(src):
+            c = socket.create_connection((host, int(port)), timeout=15,
+                                         source_address=(src, 0))
+            c.sendall(b"GET /met")
+            return c
+
+        def status_from(src):
+            with socket.create_connection((host, int(port)), timeout=10,
+                                          source_address=(src, 0)) as c:
+                c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                return c.recv(64).decode("latin-1").split("\r\n")[0]
+
+        hogs = []
+        try:
+            for src, n in (("127.0.0.2", 16), ("127.0.0.3", 16), ("127.0.0.4", 16),
+                           ("127.0.0.5", 8)):
+                hogs += [conn_from(src) for _ in range(n)]
+            check(status_from("127.0.0.2") == "HTTP/1.1 503 Service Unavailable",
+                  "a 17th connection from one address: 503")
+            check(status_from("127.0.0.5") == "HTTP/1.1 503 Service Unavailable",
+                  "56+ connections held: an address that holds some gets 503")
+            check(status_from("127.0.0.6") == "HTTP/1.1 200 OK",
+                  "a new address still gets in (the reserve)")
+        finally:
+            for c in hogs:
+                c.close()
+        check(wait_for(lambda: status_from("127.0.0.2") == "HTTP/1.1 200 OK", 10),
+              "the hogs gone, their address is served again")
+
         # --- discovery: a segment appears, another disappears ---
         p2 = start_producer(procs, a.producer, "run-r2", 10**8, 20, 2000, 2)
         got = wait_for(lambda: "run-r2" in segments(parse(get(addr)[2])), 10)

@@ -5,7 +5,9 @@
  *
  * Threads:
  *  - main: the accept loop.  Each connection gets its own detached worker
- *    thread (at most MAX_CONNS at once; more get 503), whose socket has
+ *    thread (at most MAX_CONNS at once, PEER_CONNS per client address, and
+ *    the last RESERVED_CONNS only for an address that holds none: one
+ *    client cannot lock Prometheus out; the rest get 503), whose socket has
  *    receive and send timeouts and whose request has an overall deadline,
  *    so a slow or hostile client holds only its own thread.
  *  - discovery: re-expands the arguments every --interval seconds, opens
@@ -63,6 +65,8 @@ int cmd_serve(int argc, char **argv);
 
 #define DEFAULT_LISTEN	"127.0.0.1:9464"
 #define MAX_CONNS	64		/* concurrent connections */
+#define PEER_CONNS	16		/* of them from one client address */
+#define RESERVED_CONNS	8		/* the last ones: for a new address only */
 #define REQ_MAX		8192		/* request line + headers */
 #define IO_TIMEOUT_MS	5000		/* whole request; each send */
 
@@ -113,7 +117,6 @@ static char grace_period_token;		/* TSan's name for "a grace period" */
 
 static struct cds_lfht *registry;
 static atomic_int nsegs;
-static atomic_int nconns;
 /* set by the signal handler, read by every thread: a lock-free atomic is
  * async-signal-safe, and unlike volatile sig_atomic_t is shared safely */
 static atomic_bool stopping;
@@ -794,9 +797,85 @@ static void linger_close(int fd)
 	close(fd);
 }
 
+/* ---- admission: who may hold how many connections ----------------------------- */
+
+/*
+ * The connections each client address holds (the port is not part of
+ * it: a hostile client opens as many as it likes).  Only the accept loop
+ * adds; a worker removes its own at the end.  MAX_CONNS entries suffice:
+ * an address holds at least one connection while it has an entry.
+ */
+struct peer {
+	unsigned char addr[16];		/* IPv4 as IPv4-mapped IPv6 */
+	int n;
+};
+
+static struct peer peers[MAX_CONNS];
+static pthread_mutex_t peers_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void peer_key(const struct sockaddr_storage *ss, unsigned char key[16])
+{
+	memset(key, 0, 16);
+	if (ss->ss_family == AF_INET6) {
+		memcpy(key, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+	} else if (ss->ss_family == AF_INET) {
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+	}
+}
+
+/*
+ * Admit a connection from @key, or say why not: the total limit, the
+ * per-address limit, or the reserve kept for addresses that hold none
+ * (a scraper still gets in while one client holds all it may).
+ */
+static bool peer_admit(const unsigned char key[16])
+{
+	struct peer *mine = NULL, *free_slot = NULL;
+	int total = 0;
+	bool ok;
+
+	pthread_mutex_lock(&peers_lock);
+	for (int i = 0; i < MAX_CONNS; i++) {
+		total += peers[i].n;
+		if (peers[i].n && !memcmp(peers[i].addr, key, 16))
+			mine = &peers[i];
+		else if (!peers[i].n && !free_slot)
+			free_slot = &peers[i];
+	}
+	ok = total < MAX_CONNS &&
+	     (mine ? mine->n < PEER_CONNS && total < MAX_CONNS - RESERVED_CONNS : !!free_slot);
+	if (ok && !mine) {
+		mine = free_slot;
+		memcpy(mine->addr, key, 16);
+	}
+	if (ok)
+		mine->n++;
+	pthread_mutex_unlock(&peers_lock);
+	return ok;
+}
+
+static void peer_release(const unsigned char key[16])
+{
+	pthread_mutex_lock(&peers_lock);
+	for (int i = 0; i < MAX_CONNS; i++) {
+		if (peers[i].n && !memcmp(peers[i].addr, key, 16)) {
+			peers[i].n--;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&peers_lock);
+}
+
+struct conn {
+	int fd;
+	unsigned char key[16];
+};
+
 static void *conn_main(void *p)
 {
-	int fd = (int)(intptr_t)p;
+	struct conn *c = p;
+	int fd = c->fd;
 	struct timeval tv = { .tv_sec = IO_TIMEOUT_MS / 1000 };
 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -805,7 +884,8 @@ static void *conn_main(void *p)
 	handle(fd);
 	urcu_memb_unregister_thread();
 	linger_close(fd);
-	atomic_fetch_sub(&nconns, 1);
+	peer_release(c->key);
+	free(c);
 	return NULL;
 }
 
@@ -1041,27 +1121,36 @@ int cmd_serve(int argc, char **argv)
 	urcu_memb_unregister_thread();
 	while (!stopping) {
 		struct pollfd p = { .fd = lfd, .events = POLLIN };
+		struct sockaddr_storage ss;
+		socklen_t sslen = sizeof(ss);
+		struct conn *cn;
 		pthread_t t;
 		int fd;
 
 		if (poll(&p, 1, 200) <= 0)
 			continue;
-		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		fd = accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;	/* EMFILE, ECONNABORTED ...: next one */
-		if (atomic_fetch_add(&nconns, 1) >= MAX_CONNS) {
+		cn = malloc(sizeof(*cn));
+		if (cn) {
+			cn->fd = fd;
+			peer_key(&ss, cn->key);
+		}
+		if (!cn || !peer_admit(cn->key)) {
 			static const char busy[] =
 				"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
 				"Retry-After: 1\r\nConnection: close\r\n\r\n";
 
 			(void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 			close(fd);
-			atomic_fetch_sub(&nconns, 1);
+			free(cn);
 			continue;
 		}
-		if (pthread_create(&t, &attr, conn_main, (void *)(intptr_t)fd)) {
+		if (pthread_create(&t, &attr, conn_main, cn)) {
 			close(fd);
-			atomic_fetch_sub(&nconns, 1);
+			peer_release(cn->key);
+			free(cn);
 		}
 	}
 	close(lfd);

@@ -163,8 +163,18 @@ def test_writer_open_errors(mring_dir):
     # the Python spelling of the option, not the C one
     assert "replace=True" in ei.value.strerror and "MRING_CFG" not in ei.value.strerror
     mring.Writer("busy", capacity=64, replace=True).close()
+    # a file that is not a segment is said to be one, and never replaced
+    notseg = os.path.join(mring_dir, "notes")
+    with open(notseg, "w") as f:
+        f.write("my notes\n")
+    for replace in (False, True):
+        with pytest.raises(FileExistsError) as ei:
+            mring.Writer("notes", capacity=64, replace=replace)
+        assert "notes is not an mring segment" in ei.value.strerror, ei.value.strerror
+        assert "replace=True" not in ei.value.strerror
+    assert open(notseg).read() == "my notes\n"
     with pytest.raises(ValueError, match=r"capacity must be a power of two from 8 to "
-                       r"2\*\*32 records \(got 1000\); 0 means 2\*\*20$"):
+                       r"2\*\*32 ring slots \(got 1000\); 0 means 2\*\*20$"):
         mring.Writer("cap", capacity=1000)    # not a power of two
     with pytest.raises(ValueError, match=r"got 4\)"):
         mring.Writer("cap", capacity=4)

@@ -72,7 +72,7 @@ static int flags_normalize(unsigned flags)
 
 static void stats_empty(struct _mring_shm_stats *c, uint32_t epoch)
 {
-	struct _mring_acc a = { 0 };
+	struct _mring_acc a = { .last = NAN };
 
 	_mring_acc_reset(&a);
 	_mring_stats_store(c, &a, epoch);
@@ -94,6 +94,7 @@ static void slot_publish(struct mring_writer *w, uint32_t id, const char *name,
 
 	memset(a, 0, sizeof(*a));
 	_mring_acc_reset(a);
+	a->last = NAN;			/* nothing logged yet */
 	a->flags = flags;
 	a->live = &m->live;
 

@@ -556,7 +556,11 @@ MRING_API int __mring_bad_id(struct mring_writer *w, int id)
 
 /* ---- epoch --------------------------------------------------------------- */
 
-/* An empty accumulator: the state of a metric at the start of an epoch. */
+/*
+ * The state of a metric at the start of an epoch: empty counts and
+ * reductions.  last and last_step are not epoch figures: they stay (a
+ * monitor shows a learning rate's last value across an epoch end).
+ */
 void _mring_acc_reset(struct _mring_acc *a)
 {
 	a->count = 0;
@@ -566,8 +570,6 @@ void _mring_acc_reset(struct _mring_acc *a)
 	a->comp = 0;
 	a->min = NAN;
 	a->max = NAN;
-	a->last = NAN;
-	a->last_step = 0;
 }
 
 MRING_API int mring_epoch_end(struct mring_writer *w)

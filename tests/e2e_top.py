@@ -69,12 +69,12 @@ class Top:
             raise RuntimeError("tmux %s: %s" % (" ".join(args), r.stderr.strip()))
         return r.stdout
 
-    def start_top(self, *segargs):
+    def start_top(self, *segargs, cols=None, rows=None):
         cmd = "env MRING_DIR=%s LANG=C.UTF-8 LC_ALL=C.UTF-8 %s top %s; echo TOP-EXIT=$?; " \
               "sleep 120" % (shlex.quote(self.shm), shlex.quote(ARGS.mring),
                              " ".join(shlex.quote(a) for a in segargs))
         self.tmux("-f", "/dev/null", "new-session", "-d", "-s", "top",
-                  "-x", str(COLS), "-y", str(ROWS), cmd)
+                  "-x", str(cols or COLS), "-y", str(rows or ROWS), cmd)
         # a fixed size even if a client ever attaches
         self.tmux("set-option", "-t", "top", "window-size", "manual", check_rc=False)
 
@@ -116,26 +116,30 @@ class Top:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+SEG_COLS = ("SEGMENT", "STATE", "STEP", "EPOCH", "STEPS/S", "FILL", "DROPPED", "RANK",
+            "PID", "RECS/S", "OVERWR", "RUN")
+
+
 def seg_row(scr, seg):
-    """The fields of the segment table row of seg, or None."""
+    """The segment table row of seg as {column: text}, or None."""
     for line in scr.splitlines():
         f = line.split()
-        # SEGMENT RUN RANK STATE PID STEP EPOCH STEPS/S RECS/S FILL DROPPED OVERWR
-        if len(f) >= 12 and f[0] == seg and f[2].lstrip("-").isdigit():
-            return f
+        if len(f) >= len(SEG_COLS) and f[0] == seg and f[2].isdigit():
+            return dict(zip(SEG_COLS, f))
     return None
 
 
 def seg_step(scr, seg):
     f = seg_row(scr, seg)
-    return int(f[5]) if f and f[5].isdigit() else None
+    return int(f["STEP"]) if f else None
 
 
 def metric_rows(scr):
     """Names of the metric rows visible on the screen."""
     names = []
     for line in scr.splitlines():
-        m = re.match(r"^  (\S+)\s+(\S+)\s+\S+\s+\S+\s+\S+\s+\d+\s+\d+\s", line)
+        # METRIC LAST NONFIN EPOCH-NOW LAST-EPOCH COUNT MIN MAX RECENT
+        m = re.match(r"^  (\S+)\s+(\S+)\s+\d+\s+\S+\s+\S+\s+\d+\s", line)
         if m and m.group(1) != "METRIC":
             names.append(m.group(1))
     return names
@@ -177,14 +181,15 @@ def test_live(t):
                      and {"loss", "lr", "acc"} <= set(metric_rows(s)))
     check("shows run, alive and metrics", ok, show(scr))
     f = seg_row(scr, "runA")
-    check("run name and rank", f is not None and f[1] == "runA" and f[2] == "0"
-          and f[3] == "alive", repr(f))
+    check("run name and rank", f is not None and f["RUN"] == "runA" and f["RANK"] == "0"
+          and f["STATE"] == "alive", repr(f))
 
     s1 = seg_step(scr, "runA")
     scr, ok = t.wait(lambda s: (seg_step(s, "runA") or -1) > (s1 or 0))
     check("step increases between captures", ok and s1 is not None, show(scr))
     scr, ok = t.wait(lambda s: seg_row(s, "runA") is not None
-                     and float(seg_row(s, "runA")[7]) > 0 and float(seg_row(s, "runA")[8]) > 0)
+                     and float(seg_row(s, "runA")["STEPS/S"]) > 0
+                     and float(seg_row(s, "runA")["RECS/S"]) > 0)
     check("steps/s and records/s shown", ok, show(scr))
 
     # Values: the canary logs step*1000 + m + 0.25; last value of loss ends in .25.
@@ -238,7 +243,8 @@ def test_live(t):
     # A new segment appears without a restart.
     t.producer("runB", rank=1)
     scr, ok = t.wait(lambda s: seg_row(s, "runB") is not None
-                     and seg_row(s, "runB")[3] == "alive" and seg_row(s, "runB")[2] == "1")
+                     and seg_row(s, "runB")["STATE"] == "alive"
+                     and seg_row(s, "runB")["RANK"] == "1")
     check("new segment appears", ok, show(scr))
     scr, ok = t.wait(lambda s: "== runB" in s)
     check("new segment's metrics appear", ok, show(scr))
@@ -247,11 +253,11 @@ def test_live(t):
     pb = t.procs["runB"]
     os.kill(pb.pid, signal.SIGSTOP)
     scr, ok = t.wait(lambda s: seg_row(s, "runB") is not None
-                     and seg_row(s, "runB")[3] == "stale", timeout=15)
+                     and seg_row(s, "runB")["STATE"] == "stale", timeout=15)
     check("stopped producer shown stale", ok, show(scr))
     os.kill(pb.pid, signal.SIGCONT)
     scr, ok = t.wait(lambda s: seg_row(s, "runB") is not None
-                     and seg_row(s, "runB")[3] == "alive", timeout=10)
+                     and seg_row(s, "runB")["STATE"] == "alive", timeout=10)
     check("continued producer alive again", ok, show(scr))
 
     # SIGKILL: crashed, and the view keeps refreshing.
@@ -259,11 +265,11 @@ def test_live(t):
     pa.kill()
     pa.wait()
     scr, ok = t.wait(lambda s: seg_row(s, "runA") is not None
-                     and seg_row(s, "runA")[3] == "crashed")
+                     and seg_row(s, "runA")["STATE"] == "crashed")
     check("killed producer shown crashed", ok, show(scr))
     b1 = seg_step(scr, "runB")
     scr, ok = t.wait(lambda s: (seg_step(s, "runB") or -1) > (b1 or 0)
-                     and seg_row(s, "runA") is not None and seg_row(s, "runA")[3] == "crashed")
+                     and seg_row(s, "runA") is not None and seg_row(s, "runA")["STATE"] == "crashed")
     check("view keeps refreshing after a crash", ok and b1 is not None, show(scr))
     scr, ok = t.wait(lambda s: re.search(REV + "crashed", s)
                      is not None, escapes=True)
@@ -288,16 +294,51 @@ def test_glob(t):
     scr, ok = t.wait(lambda s: "no segment matches yet" in s)
     check("glob with no match waits", ok, show(scr))
     t.producer("job1", rank=3)
-    scr, ok = t.wait(lambda s: seg_row(s, "job1") is not None and seg_row(s, "job1")[2] == "3")
+    scr, ok = t.wait(lambda s: seg_row(s, "job1") is not None
+                     and seg_row(s, "job1")["RANK"] == "3")
     check("glob match appears", ok, show(scr))
     check("non-matching segment not shown", seg_row(scr, "other") is None, show(scr))
     t.procs["job1"].send_signal(signal.SIGKILL)
     scr, ok = t.wait(lambda s: seg_row(s, "job1") is not None
-                     and seg_row(s, "job1")[3] == "crashed")
+                     and seg_row(s, "job1")["STATE"] == "crashed")
     check("glob: crash shown", ok, show(scr))
     t.keys("q")
     scr, ok = t.wait(lambda s: "TOP-EXIT=" in s)
     check("glob: 'q' exits with status 0", ok and "TOP-EXIT=0" in scr, show(scr))
+
+
+def test_80_columns(t):
+    """A classic 80x24 terminal shows whether a run is healthy: the state,
+    step, epoch, rate, fill and drops of each segment, and each metric's
+    last value, non-finite count and epoch figures, nothing cut."""
+    t.producer("runC", rank=0)
+    t.start_top(cols=80, rows=24)
+
+    def row(s, name):
+        for line in s.splitlines():
+            f = line.split()
+            if f and f[0] == name:
+                return f
+        return None
+
+    scr, ok = t.wait(lambda s: (row(s, "runC") or [""])[1:2] == ["alive"]
+                     and row(s, "loss") is not None)
+    check("80 columns: segment and metrics shown", ok, show(scr))
+    head = [l for l in scr.splitlines() if l.startswith("SEGMENT")]
+    check("80 columns: STATE .. DROPPED in the segment header",
+          head and head[0].split()[:7] == ["SEGMENT", "STATE", "STEP", "EPOCH", "STEPS/S",
+                                           "FILL", "DROPPED"], show(scr))
+    f = row(scr, "runC")
+    check("80 columns: the row's step, rate, fill and drops are whole",
+          f is not None and len(f) >= 7 and f[2].isdigit() and f[5].endswith("%")
+          and f[6].isdigit(), repr(f))
+    mhead = [l for l in scr.splitlines() if l.strip().startswith("METRIC")]
+    check("80 columns: LAST, NONFIN, EPOCH-NOW and LAST-EPOCH in the metric header",
+          mhead and mhead[0].split()[:5] == ["METRIC", "LAST", "NONFIN", "EPOCH-NOW",
+                                             "LAST-EPOCH"], show(scr))
+    m = row(scr, "loss")
+    check("80 columns: loss shows its last value and non-finite count",
+          m is not None and len(m) >= 3 and m[1].endswith(".25") and m[2].isdigit(), repr(m))
 
 
 def main():
@@ -312,7 +353,7 @@ def main():
         return 1
 
     test_cli()
-    for fn in (test_live, test_glob):
+    for fn in (test_live, test_glob, test_80_columns):
         t = Top()
         try:
             fn(t)

@@ -330,12 +330,25 @@ static void put(int y, int *x, attr_t attr, const char *fmt, ...)
 	*x += (int)strlen(buf);
 }
 
+/*
+ * A number in at most @width columns: 9 significant digits, fewer when
+ * it would not fit (-1.23456789e+300 is 16 wide), so columns never shift.
+ */
+static void fmt_fit(char *buf, size_t len, double v, int width)
+{
+	for (int prec = 9; prec >= 1; prec--) {
+		snprintf(buf, len, "%.*g", prec, v);
+		if ((int)strlen(buf) <= width)
+			return;
+	}
+}
+
 static void fmt_num(char *buf, size_t len, double v)
 {
 	if (isnan(v))
 		snprintf(buf, len, "%s", "-");
 	else
-		snprintf(buf, len, "%.9g", v);
+		fmt_fit(buf, len, v, 13);
 }
 
 /* A rate in at most 9 columns: 123456.7, 1.23M, 4.56G. */
@@ -454,26 +467,33 @@ static int draw_metrics(const struct top *t, const struct top_seg *s, int y)
 			fmt_num(now, sizeof(now), m->have_stats ? m->live.value : NAN);
 			fmt_num(mn, sizeof(mn), m->have_stats ? m->live.min : NAN);
 			fmt_num(mx, sizeof(mx), m->have_stats ? m->live.max : NAN);
-			if (m->have_epoch)
-				snprintf(epv, sizeof(epv), "%.9g@%u", m->ep.value, m->ep.epoch);
-			else
+			if (m->have_epoch) {
+				char at[16];
+
+				snprintf(at, sizeof(at), "@%u", m->ep.epoch);
+				fmt_fit(epv, sizeof(epv), m->ep.value, 16 - (int)strlen(at));
+				strcat(epv, at);
+			} else {
 				snprintf(epv, sizeof(epv), "-");
+			}
 			if (has_last && isnan(lastv))
 				snprintf(last, sizeof(last), "nan");	/* a logged NaN */
 			else if (has_last && isinf(lastv))
 				snprintf(last, sizeof(last), "%s", lastv > 0 ? "inf" : "-inf");
 			move(y, 0);
 			clrtoeol();
+			/* what matters first within 80 columns: the value,
+			 * non-finite values, the epoch figures */
 			put(y, &x, bar ? A_BOLD : 0, "%-20.20s", m->name);
-			put(y, &x, 0, " %13s %13s %13s %13s %9llu ", last,
-			    (m->flags & MRING_ON_EPOCH) ? now : "-", mn, mx,
-			    (unsigned long long)(m->have_stats ? m->live.count : 0));
+			put(y, &x, 0, " %13s ", last);
 			if (m->have_stats && m->live.nonfinite)
 				put(y, &x, A_BOLD | A_REVERSE | color(t, PAIR_BAD), "%6llu",
 				    (unsigned long long)m->live.nonfinite);
 			else
 				put(y, &x, 0, "%6d", 0);
-			put(y, &x, 0, " %16s  ", epv);
+			put(y, &x, 0, " %13s %16s %9llu %13s %13s  ",
+			    (m->flags & MRING_ON_EPOCH) ? now : "-", epv,
+			    (unsigned long long)(m->have_stats ? m->live.count : 0), mn, mx);
 			draw_spark(t, y, x, m);
 			y++;
 		}
@@ -516,9 +536,10 @@ static void top_draw(const struct top *t)
 	}
 	y += 2;
 	x = 0;
-	put(y, &x, A_BOLD, "%-20s %-16s %4s %-7s %8s %12s %5s %9s %10s %6s %9s %9s",
-	    "SEGMENT", "RUN", "RANK", "STATE", "PID", "STEP", "EPOCH", "STEPS/S", "RECS/S",
-	    "FILL", "DROPPED", "OVERWR");
+	/* the first 74 columns say whether a run is healthy: 80 is enough */
+	put(y, &x, A_BOLD, "%-20s %-7s %12s %5s %9s %6s %9s %4s %8s %10s %9s %-16s",
+	    "SEGMENT", "STATE", "STEP", "EPOCH", "STEPS/S", "FILL", "DROPPED", "RANK", "PID",
+	    "RECS/S", "OVERWR", "RUN");
 	y++;
 	if (!nseg && y < LINES) {
 		x = 0;
@@ -540,13 +561,14 @@ static void top_draw(const struct top *t)
 		fill = st->capacity ? (double)(st->written - st->read) / (double)st->capacity : 0;
 		if (fill > 1)
 			fill = 1;
-		put(y, &x, 0, "%-20.20s %-16.16s %4d ", s->base, st->run, st->rank);
+		put(y, &x, 0, "%-20.20s ", s->base);
 		put(y, &x, attr, "%-7s", state);
 		fmt_rate(sps, sizeof(sps), s->steps_s);
 		fmt_rate(rps, sizeof(rps), s->recs_s);
-		put(y, &x, 0, " %8d %12llu %5u %9s %10s %5.1f%% %9llu %9llu", st->pid,
-		    (unsigned long long)st->step, st->epoch, sps, rps, fill * 100,
-		    (unsigned long long)st->dropped, (unsigned long long)st->overwritten);
+		put(y, &x, 0, " %12llu %5u %9s %5.1f%% %9llu %4d %8d %10s %9llu %-16.16s",
+		    (unsigned long long)st->step, st->epoch, sps, fill * 100,
+		    (unsigned long long)st->dropped, st->rank, st->pid, rps,
+		    (unsigned long long)st->overwritten, st->run);
 		if (!strcmp(state, "stale"))
 			put(y, &x, attr, "  no step for %.0fs",
 			    (double)(now_ns - st->step_wall_ns) * 1e-9);
@@ -563,8 +585,8 @@ static void top_draw(const struct top *t)
 		put(y, &x, 0, "  run %s  rank %d", s->st.run, s->st.rank);
 		y++;
 		x = 2;
-		put(y, &x, A_UNDERLINE, "%-20s %13s %13s %13s %13s %9s %6s %16s  %-20s", "METRIC",
-		    "LAST", "EPOCH-NOW", "MIN", "MAX", "COUNT", "NONFIN", "LAST-EPOCH", "RECENT");
+		put(y, &x, A_UNDERLINE, "%-20s %13s %6s %13s %16s %9s %13s %13s  %-20s", "METRIC",
+		    "LAST", "NONFIN", "EPOCH-NOW", "LAST-EPOCH", "COUNT", "MIN", "MAX", "RECENT");
 		y++;
 		y = draw_metrics(t, s, y);
 	}

@@ -750,7 +750,7 @@ def test_ls_stat_rm(env):
     r = env.mring("ls")
     assert r.returncode == 0
     lines = {l.split()[0]: l.split() for l in r.stdout.splitlines()[1:]}
-    assert lines["live"][4] == "alive" and lines["done"][4] == "closed", r.stdout
+    assert lines["live"][1] == "alive" and lines["done"][1] == "closed", r.stdout
     r = env.mring("stat", "done")
     assert r.returncode == 0 and "loss" in r.stdout and "closed" in r.stdout, r.stdout
     r = env.mring("rm", "live")

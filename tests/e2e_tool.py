@@ -82,7 +82,8 @@ def ls(env):
     out = {}
     for line in r.stdout.splitlines()[1:]:
         f = line.split()
-        out[f[0]] = (f[4], int(f[7]), int(f[9]))
+        # NAME STATE STEP EPOCH BACKLOG DROPPED WRITTEN RANK PID RUN
+        out[f[0]] = (f[1], int(f[6]), int(f[4]))
     return out
 
 

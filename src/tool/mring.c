@@ -174,11 +174,11 @@ static void ls_one(const char *path, const char *name)
 	if (mring_reader_open(path, MRING_OBSERVE, &r) < 0)
 		return;		/* not a segment (or not ours to read) */
 	if (mring_status_read(r, &st) == 0)
-		printf("%-24s %-16s %4d %8d %-7s %10llu %5u %12llu %10llu %10llu\n",
-		       name, st.run, st.rank, st.pid, producer_state(&st),
-		       (unsigned long long)st.step, st.epoch,
-		       (unsigned long long)st.written, (unsigned long long)st.dropped,
-		       (unsigned long long)(st.written - st.read));
+		printf("%-24s %-7s %10llu %5u %10llu %10llu %12llu %4d %8d %s\n",
+		       name, producer_state(&st), (unsigned long long)st.step, st.epoch,
+		       (unsigned long long)(st.written - st.read),
+		       (unsigned long long)st.dropped, (unsigned long long)st.written,
+		       st.rank, st.pid, st.run);
 	mring_reader_close(r);
 }
 
@@ -193,8 +193,9 @@ int cmd_ls(int argc, char **argv)
 		fprintf(argc > 2 ? stderr : stdout,
 			"usage: mring ls [DIR]\n"
 			"One line per segment in DIR (default $MRING_DIR or /dev/shm): name,\n"
-			"run, rank, producer pid and state (alive/closed/crashed), step, epoch,\n"
-			"records written, dropped, and backlog (written but not drained).\n");
+			"producer state (alive/closed/crashed), step, epoch, backlog (ring\n"
+			"slots written but not drained), slots dropped and written, rank,\n"
+			"producer pid and run.  The first 71 columns fit any terminal.\n");
 		return argc > 2 ? EXIT_USAGE : 0;
 	}
 	n = scandir(dir, &ents, NULL, alphasort);
@@ -202,8 +203,8 @@ int cmd_ls(int argc, char **argv)
 		fprintf(stderr, "mring ls: %s: %s\n", dir, strerror(errno));
 		return EXIT_USAGE;
 	}
-	printf("%-24s %-16s %4s %8s %-7s %10s %5s %12s %10s %10s\n", "NAME", "RUN", "RANK",
-	       "PID", "STATE", "STEP", "EPOCH", "WRITTEN", "DROPPED", "BACKLOG");
+	printf("%-24s %-7s %10s %5s %10s %10s %12s %4s %8s %s\n", "NAME", "STATE", "STEP",
+	       "EPOCH", "BACKLOG", "DROPPED", "WRITTEN", "RANK", "PID", "RUN");
 	for (int i = 0; i < n; i++) {
 		if (ents[i]->d_name[0] != '.') {
 			snprintf(path, sizeof(path), "%s/%s", dir, ents[i]->d_name);

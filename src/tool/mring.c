@@ -166,28 +166,52 @@ static bool wants_help(int argc, char **argv)
 
 /* ---- ls -------------------------------------------------------------- */
 
-static void ls_one(const char *path, const char *name)
+struct ls_row {
+	char *name;
+	struct mring_status st;
+};
+
+/* The status of the segment at @path into @row; false if not a segment. */
+static bool ls_read(const char *path, const char *name, struct ls_row *row)
 {
 	struct mring_reader *r;
-	struct mring_status st;
+	bool ok;
 
 	if (mring_reader_open(path, MRING_OBSERVE, &r) < 0)
-		return;		/* not a segment (or not ours to read) */
-	if (mring_status_read(r, &st) == 0)
-		printf("%-24s %-7s %10llu %5u %10llu %10llu %12llu %4d %8d %s\n",
-		       name, producer_state(&st), (unsigned long long)st.step, st.epoch,
-		       (unsigned long long)(st.written - st.read),
-		       (unsigned long long)st.dropped, (unsigned long long)st.written,
-		       st.rank, st.pid, st.run);
+		return false;	/* not a segment (or not ours to read) */
+	ok = mring_status_read(r, &row->st) == 0 && (row->name = strdup(name));
 	mring_reader_close(r);
+	return ok;
+}
+
+/* The NAME column is as wide as the longest name, so columns stay aligned. */
+static void ls_print(const struct ls_row *rows, int n)
+{
+	int w = 4;
+
+	for (int i = 0; i < n; i++)
+		if ((int)strlen(rows[i].name) > w)
+			w = (int)strlen(rows[i].name);
+	printf("%-*s %-7s %10s %5s %10s %10s %12s %4s %8s %s\n", w, "NAME", "STATE", "STEP",
+	       "EPOCH", "BACKLOG", "DROPPED", "WRITTEN", "RANK", "PID", "RUN");
+	for (int i = 0; i < n; i++) {
+		const struct mring_status *st = &rows[i].st;
+
+		printf("%-*s %-7s %10llu %5u %10llu %10llu %12llu %4d %8d %s\n", w,
+		       rows[i].name, producer_state(st), (unsigned long long)st->step,
+		       st->epoch, (unsigned long long)(st->written - st->read),
+		       (unsigned long long)st->dropped, (unsigned long long)st->written,
+		       st->rank, st->pid, st->run);
+	}
 }
 
 int cmd_ls(int argc, char **argv)
 {
 	const char *dir = argc > 1 ? argv[1] : mring_dir();
 	struct dirent **ents;
+	struct ls_row *rows;
 	char path[4096];
-	int n;
+	int n, nrows = 0;
 
 	if (wants_help(argc, argv) || argc > 2) {
 		fprintf(argc > 2 ? stderr : stdout,
@@ -203,16 +227,23 @@ int cmd_ls(int argc, char **argv)
 		fprintf(stderr, "mring ls: %s: %s\n", dir, strerror(errno));
 		return EXIT_USAGE;
 	}
-	printf("%-24s %-7s %10s %5s %10s %10s %12s %4s %8s %s\n", "NAME", "STATE", "STEP",
-	       "EPOCH", "BACKLOG", "DROPPED", "WRITTEN", "RANK", "PID", "RUN");
+	rows = calloc(n ? (size_t)n : 1, sizeof(*rows));
 	for (int i = 0; i < n; i++) {
-		if (ents[i]->d_name[0] != '.') {
+		if (rows && ents[i]->d_name[0] != '.') {
 			snprintf(path, sizeof(path), "%s/%s", dir, ents[i]->d_name);
-			ls_one(path, ents[i]->d_name);
+			nrows += ls_read(path, ents[i]->d_name, &rows[nrows]);
 		}
 		free(ents[i]);
 	}
 	free(ents);
+	if (!rows) {
+		fprintf(stderr, "mring ls: %s\n", strerror(ENOMEM));
+		return EXIT_USAGE;
+	}
+	ls_print(rows, nrows);
+	for (int i = 0; i < nrows; i++)
+		free(rows[i].name);
+	free(rows);
 	return 0;
 }
 

@@ -37,32 +37,25 @@
 
 enum { CTX_OPEN, CTX_METRIC, CTX_WRITE, CTX_READ };
 
-/* -ENOENT from opening @name: which of its causes (the library says). */
-static const char *open_enoent_text(PyObject *name, char *buf, size_t len)
+/*
+ * -ENOENT or -EEXIST (@e) from opening @name: which of its causes, as the
+ * library tells them apart (with Python's spelling of MRING_CFG_REPLACE).
+ */
+static const char *open_error_text(int e, PyObject *name, char *buf, size_t len)
 {
 	PyObject *b = NULL;
 	const char *text;
 
 	if (!name || !PyUnicode_FSConverter(name, &b)) {
 		PyErr_Clear();
-		return "no such segment";
+		return e == EEXIST ? "a file is there: a segment whose producer is gone "
+				     "(replace=True replaces it) or a file that is not a "
+				     "segment (never replaced)" : "no such segment";
 	}
-	text = __mring_enoent_text(PyBytes_AS_STRING(b), buf, len);
-	Py_DECREF(b);
-	return text;
-}
-
-static const char *open_eexist_text(PyObject *name, char *buf, size_t len)
-{
-	PyObject *b = NULL;
-	const char *text;
-
-	if (!name || !PyUnicode_FSConverter(name, &b)) {
-		PyErr_Clear();
-		return "a file is there: a segment whose producer is gone (replace=True "
-		       "replaces it) or a file that is not a segment (never replaced)";
-	}
-	text = __mring_eexist_text(PyBytes_AS_STRING(b), "replace=True", buf, len);
+	if (e == EEXIST)
+		text = __mring_eexist_text(PyBytes_AS_STRING(b), "replace=True", buf, len);
+	else
+		text = __mring_enoent_text(PyBytes_AS_STRING(b), buf, len);
 	Py_DECREF(b);
 	return text;
 }
@@ -75,9 +68,9 @@ static PyObject *set_error(int rc, int ctx, const char *what, PyObject *filename
 	PyObject *exc;
 
 	if (e == ENOENT && (ctx == CTX_OPEN || ctx == CTX_READ))
-		msg = open_enoent_text(filename, buf, sizeof(buf));
+		msg = open_error_text(ENOENT, filename, buf, sizeof(buf));
 	if (e == EEXIST && ctx == CTX_OPEN)
-		msg = open_eexist_text(filename, buf, sizeof(buf));
+		msg = open_error_text(EEXIST, filename, buf, sizeof(buf));
 
 	if (e == EINVAL || (ctx == CTX_METRIC && (e == ENAMETOOLONG ||
 		       e == EEXIST || e == ENOSPC)) || e == ERANGE) {

@@ -17,7 +17,7 @@ if [ "$(id -u)" != 0 ]; then
 	exit 0
 fi
 for p in libmring1 libmring-dev mring; do
-	if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+	if grep -q 'install ok installed' <<<"$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)"; then
 		echo "deb_check: skipped ($p is installed already; not replacing it)"
 		exit 0
 	fi
@@ -38,7 +38,9 @@ for d in "${debs[@]}"; do
 	[ -f "$d" ] || fail "no package $d"
 done
 ma=$(gcc -print-multiarch)
-dpkg-deb -c "$build"/libmring1_*.deb | grep -q "usr/lib/$ma/libmring.so.1.0.0" ||
+# grep -q on a here-string, not a pipe: under pipefail, grep quitting at
+# the first match kills the writer with SIGPIPE and fails the pipeline
+grep -q "usr/lib/$ma/libmring.so.1.0.0" <<<"$(dpkg-deb -c "$build"/libmring1_*.deb)" ||
 	fail "libmring1 does not put the library in /usr/lib/$ma"
 
 purge() { apt_run purge -y -qq libmring1 libmring-dev mring >/dev/null 2>&1 || true; }
@@ -46,7 +48,7 @@ trap purge EXIT
 apt_run install -y -qq "${debs[@]}" >/dev/null
 
 # /lib or /usr/lib: the same directory on a merged-/usr system
-ldconfig -p | grep -q "libmring.so.1 .*=> \(/usr\)\?/lib/$ma/libmring.so.1$" ||
+grep -q "libmring.so.1 .*=> \(/usr\)\?/lib/$ma/libmring.so.1$" <<<"$(ldconfig -p)" ||
 	fail "ldconfig does not know libmring.so.1"
 work=$(mktemp -d)
 cat > "$work/use.c" <<'C'
@@ -68,20 +70,25 @@ int main(void)
 C
 # shellcheck disable=SC2046
 cc -std=c11 -o "$work/use" "$work/use.c" $(pkg-config --cflags --libs mring)
-ldd "$work/use" | grep -q "libmring.so.1 => \(/usr\)\?/lib/$ma/libmring.so.1 " ||
+grep -q "libmring.so.1 => \(/usr\)\?/lib/$ma/libmring.so.1 " <<<"$(ldd "$work/use")" ||
 	fail "the program does not load the installed libmring.so.1"
 MRING_DIR=$work "$work/use"
-MRING_DIR=$work mring stat deb-check | grep -q "^   0 x " || fail "mring stat of the segment"
-mring --version | grep -q "^mring " || fail "mring --version"
+grep -q "^   0 x " <<<"$(MRING_DIR=$work mring stat deb-check)" || fail "mring stat of the segment"
+grep -q "^mring " <<<"$(mring --version)" || fail "mring --version"
 [ -f /usr/share/bash-completion/completions/mring ] || fail "no bash completion"
 [ -f /usr/share/doc/libmring1/copyright ] || fail "no copyright file"
+# manual pages: mring(1) with the tool, mring(3) and one per function with -dev
+for page in man1/mring.1 man3/mring.3 man3/mring_log.3 man3/mring_writer_open.3; do
+	[ -f "/usr/share/man/$page" ] || [ -f "/usr/share/man/$page.gz" ] ||
+		fail "no manual page /usr/share/man/$page"
+done
 rm -rf "$work"
 
 trap - EXIT
 apt_run purge -y -qq libmring1 libmring-dev mring >/dev/null
 for f in /usr/bin/mring "/usr/lib/$ma/libmring.so.1" /usr/include/mring.h \
-	/usr/share/bash-completion/completions/mring; do
+	/usr/share/bash-completion/completions/mring /usr/share/man/man3/mring_log.3; do
 	[ ! -e "$f" ] || fail "$f is still there after purge"
 done
-! ldconfig -p | grep -q "libmring.so.1" || fail "ldconfig still lists libmring.so.1"
+! grep -q "libmring.so.1" <<<"$(ldconfig -p)" || fail "ldconfig still lists libmring.so.1"
 echo "deb_check: build, install, compile, run, purge: all passed"

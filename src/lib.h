@@ -94,6 +94,7 @@ size_t _mring_utf8_char(const char *s, size_t n);
 bool _mring_utf8_valid(const char *s);
 size_t _mring_name_copy(char *dst, size_t size, const char *src);
 int _mring_owner_check(const struct stat *st);
+bool _mring_file_ours(int fd, const struct stat *st);
 int _mring_lock_take(int fd, int byte);
 int _mring_lock_held(int fd, int byte);
 int _mring_geom(uint64_t capacity, uint32_t max_metrics, struct _mring_geom *g);
@@ -114,8 +115,6 @@ void _mring_stats_store(struct _mring_shm_stats *c, const struct _mring_acc *a,
 			uint32_t epoch);
 void _mring_live_publish(struct _mring_acc *a, uint32_t epoch);
 void _mring_epoch_publish(struct mring_writer *w, uint32_t id);
-void _mring_dirty_settle(struct mring_writer *w);
-void _mring_dirty_clear(struct mring_writer *w);
 int _mring_names_init(struct mring_writer *w);
 /* loss.c */
 uint64_t _mring_loss_publish(struct _mring_shm_hdr *h, uint64_t last, uint64_t dropped,

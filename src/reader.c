@@ -264,6 +264,12 @@ static unsigned tag_kind(uint64_t tag)
 	return (unsigned)(tag >> 16) & 0xff;
 }
 
+/* STEP and CTX: two slots, the second a WALL; they set the context. */
+static bool step_pair(unsigned kind)
+{
+	return kind == MRING_EV_STEP || kind == _MRING_REC_CTX;
+}
+
 /*
  * The WALL slot of the STEP or CTX at r->pos.  The producer commits it
  * before the STEP slot, so it is there; a tag that is not ours means a
@@ -297,7 +303,7 @@ static enum rec_state rec_load(struct mring_reader *r, struct rec_copy *c)
 	c->arg = (unsigned)tag & 0xffff;
 	c->wall = 0;
 	c->epoch_hi = 0;
-	if (c->kind == MRING_EV_STEP || c->kind == _MRING_REC_CTX) {
+	if (step_pair(c->kind)) {
 		wall = &r->ring[(r->pos + 1) & r->mask];
 		/* acquire: pairs with the release store of the WALL tag in
 		 * _mring_step_store */
@@ -333,14 +339,13 @@ static uint32_t metric_limit(struct mring_reader *r)
 /* Ring slots the record at r->pos takes. */
 static unsigned rec_span(const struct rec_copy *c)
 {
-	return c->kind == MRING_EV_STEP || c->kind == _MRING_REC_CTX ? 2 : 1;
+	return step_pair(c->kind) ? 2 : 1;
 }
 
 /* Records a reader can take without knowing the stream context. */
 static bool needs_no_context(const struct rec_copy *c)
 {
-	return c->kind == MRING_EV_STEP || c->kind == _MRING_REC_CTX ||
-	       c->kind == MRING_EV_LOST;
+	return step_pair(c->kind) || c->kind == MRING_EV_LOST;
 }
 
 /*

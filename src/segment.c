@@ -79,27 +79,40 @@ MRING_API const char *__mring_eexist_text(const char *path, const char *replace_
 					  char *buf, size_t len)
 {
 	char file[PATH_MAX];
-	uint64_t magic = 0;
+	bool ours = false;
 	struct stat sb;
-	ssize_t n = 0;
 	int fd;
 
 	if (_mring_path_resolve(path, file, sizeof(file)) < 0)
 		return mring_strerror(-EEXIST);
 	fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-	if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode))
-		n = pread(fd, &magic, sizeof(magic), 0);
-	else
-		sb.st_size = 1;		/* not a regular file: never ours */
-	if (fd >= 0)
+	if (fd >= 0) {
+		ours = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && _mring_file_ours(fd, &sb);
 		close(fd);
-	if (magic == _MRING_MAGIC || ((n == 0 || magic == 0) && sb.st_size % 4096 == 0))
+	}
+	if (ours)
 		snprintf(buf, len, "a segment is at %s and its producer is gone "
 			 "(%s replaces it)", file, replace_hint);
 	else
 		snprintf(buf, len, "%s is not an mring segment; mring never replaces "
 			 "it: choose another name or remove it", file);
 	return buf;
+}
+
+/*
+ * May mring replace the regular file @fd (of @st)?  Only a segment, or
+ * what a creator that died before publishing leaves (magic still 0, size
+ * 0 or whole pages); anything else is not ours.  mring_writer_open()'s
+ * replace and its -EEXIST text both ask this.
+ */
+bool _mring_file_ours(int fd, const struct stat *st)
+{
+	uint64_t magic = 0;
+
+	if (st->st_size >= (off_t)sizeof(magic) &&
+	    pread(fd, &magic, sizeof(magic), 0) != (ssize_t)sizeof(magic))
+		return false;
+	return magic == _MRING_MAGIC || (magic == 0 && st->st_size % 4096 == 0);
 }
 
 /* 1..63 bytes, no control characters (names end up in CSV, JSON, labels). */

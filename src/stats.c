@@ -55,27 +55,11 @@ void _mring_epoch_publish(struct mring_writer *w, uint32_t id)
 }
 
 /*
- * The metrics on the dirty list were logged since the last publish,
- * which every mring_step() does first: in the current step.
- */
-void _mring_dirty_settle(struct mring_writer *w)
-{
-	for (uint32_t i = 0; i < w->ndirty; i++)
-		w->acc[w->dirty[i]].last_step = w->step;
-}
-
-/* Forget the dirty list: the caller published every metric itself. */
-void _mring_dirty_clear(struct mring_writer *w)
-{
-	for (uint32_t i = 0; i < w->ndirty; i++)
-		w->acc[w->dirty[i]].dirty = 0;
-	w->ndirty = 0;
-}
-
-/*
  * The live statistics of every metric logged since the last publish.
  * mring_step(), mring_epoch_end(), mring_flush() and mring_writer_close()
  * call it, so a reader's figures lag the producer by at most one step.
+ * A metric on the list was logged since the last publish, which every
+ * mring_step() does first: in the current step, its last_step.
  */
 MRING_API void __mring_stats_publish(struct mring_writer *w)
 {

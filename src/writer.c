@@ -132,7 +132,6 @@ static int config_resolve(const struct mring_config *in, struct mring_config *c)
  */
 static int existing_segment(const char *path, bool replace)
 {
-	uint64_t magic = 0;
 	struct stat st;
 	int fd, ret;
 
@@ -153,12 +152,7 @@ static int existing_segment(const char *path, bool replace)
 	if (ret < 0)
 		goto out;
 	ret = -EEXIST;
-	if (st.st_size >= (off_t)sizeof(magic) &&
-	    pread(fd, &magic, sizeof(magic), 0) != (ssize_t)sizeof(magic))
-		goto out;
-	/* ours: a segment, or a creator that died before publishing (magic
-	 * still 0, size 0 or whole pages); anything else is not ours */
-	if (magic != _MRING_MAGIC && !(magic == 0 && st.st_size % 4096 == 0))
+	if (!_mring_file_ours(fd, &st))
 		goto out;
 	ret = unlink(path) < 0 && errno != ENOENT ? -errno : 0;
 out:
@@ -443,14 +437,14 @@ static void record_lost(struct mring_writer *w)
 }
 
 /*
- * After a LOST record, the context again: a STEP or an EPOCH_END may be
- * among what was lost, and the values that follow need their step,
- * time and epoch.
+ * A STEP, or a CTX pair: the same context without an event.  A CTX
+ * follows a LOST record (a STEP or an EPOCH_END may be among what was
+ * lost, and the values that follow need their step, time and epoch).
  */
-static void record_ctx(struct mring_writer *w)
+static void record_step_pair(struct mring_writer *w, unsigned kind)
 {
-	_mring_step_store(w->ring, w->mask, w->head, _MRING_REC_CTX, w->step,
-			  w->wall_ns, w->epoch);
+	_mring_step_store(w->ring, w->mask, w->head, kind, w->step, w->wall_ns,
+			  w->epoch);
 	w->ctx_pos = w->head;
 	w->head += 2;
 }
@@ -515,7 +509,7 @@ static int slow_room(struct mring_writer *w, unsigned slots, bool ctx, int64_t *
 			record_lost(w);
 	}
 	if (ctx || due)
-		record_ctx(w);
+		record_step_pair(w, _MRING_REC_CTX);
 	return 0;
 }
 
@@ -540,10 +534,7 @@ MRING_API int __mring_step_slow(struct mring_writer *w)
 
 	if (ret < 0)
 		return ret;
-	_mring_step_store(w->ring, w->mask, w->head, MRING_EV_STEP, w->step,
-			  w->wall_ns, w->epoch);
-	w->ctx_pos = w->head;
-	w->head += 2;
+	record_step_pair(w, MRING_EV_STEP);
 	limit_reset(w, (uint64_t)tail);
 	return 0;
 }
@@ -580,7 +571,9 @@ MRING_API int mring_epoch_end(struct mring_writer *w)
 		return -EINVAL;
 	if (w->forked)
 		return -EPERM;
-	_mring_dirty_settle(w);		/* last_step of this step's logs */
+	/* this step's logs into the live latches (and their last_step),
+	 * so that the epoch latches below get them too */
+	__mring_stats_publish(w);
 	for (id = 0; id < w->nmetrics; id++) {
 		struct _mring_acc *a = &w->acc[id];
 
@@ -601,7 +594,6 @@ MRING_API int mring_epoch_end(struct mring_writer *w)
 		_mring_acc_reset(&w->acc[id]);
 		_mring_live_publish(&w->acc[id], w->epoch);
 	}
-	_mring_dirty_clear(w);
 	_mring_store_relaxed(&w->hdr->head, w->head);
 	return 0;
 }

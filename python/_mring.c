@@ -561,28 +561,28 @@ static PyObject *Writer_step(WriterObject *self, PyObject *arg)
 	Py_RETURN_NONE;
 }
 
-static PyObject *Writer_epoch_end(WriterObject *self, PyObject *unused)
+/* A writer method without arguments that calls @fn, named @what. */
+static PyObject *writer_call(WriterObject *self, const char *what,
+			     int (*fn)(struct mring_writer *))
 {
 	int rc;
 
-	if (!writer_usable(self, "epoch_end"))
+	if (!writer_usable(self, what))
 		return NULL;
-	rc = mring_epoch_end(self->w);
+	rc = fn(self->w);
 	if (rc < 0)
-		return set_error(rc, CTX_WRITE, "epoch_end", NULL);
+		return set_error(rc, CTX_WRITE, what, NULL);
 	Py_RETURN_NONE;
+}
+
+static PyObject *Writer_epoch_end(WriterObject *self, PyObject *unused)
+{
+	return writer_call(self, "epoch_end", mring_epoch_end);
 }
 
 static PyObject *Writer_flush(WriterObject *self, PyObject *unused)
 {
-	int rc;
-
-	if (!writer_usable(self, "flush"))
-		return NULL;
-	rc = mring_flush(self->w);
-	if (rc < 0)
-		return set_error(rc, CTX_WRITE, "flush", NULL);
-	Py_RETURN_NONE;
+	return writer_call(self, "flush", mring_flush);
 }
 
 static inline int log_one(WriterObject *wr, int id, double v, double wt, int weighted)

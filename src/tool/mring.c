@@ -68,6 +68,27 @@ const char *producer_state(const struct mring_status *st)
 }
 
 /*
+ * A metric's last logged value and its step, for stat, top and serve.
+ * The library keeps them across epoch ends, so the live snapshot has
+ * them (NaN before the first value); the completed epoch's are the same
+ * value.  A NaN is a logged NaN when either epoch counted a non-finite
+ * value.  False when there is nothing to show.  @live or @ep: NULL when
+ * not readable.
+ */
+bool metric_last(const struct mring_stats *live, const struct mring_stats *ep,
+		 double *v, uint64_t *step)
+{
+	const struct mring_stats *s = live ? live : ep;
+
+	if (!s || (isnan(s->last) && !(live && live->count + live->nonfinite) &&
+		   !(ep && ep->count + ep->nonfinite)))
+		return false;
+	*v = s->last;
+	*step = s->last_step;
+	return true;
+}
+
+/*
  * What to say when opening SEGMENT argument @arg failed with @err.  For
  * -ENOENT, mring_strerror() cannot know which of its causes it was; we
  * do: a missing directory, a pattern where one name is taken, or no such
@@ -272,7 +293,8 @@ static void stat_metric(struct mring_reader *r, int id)
 {
 	struct mring_stats live, ep;
 	char name[64], fl[48], epv[32] = "-", b[4][32];
-	bool have_ep, live_any, live_fin;
+	bool have_ep, have_last, live_fin;
+	uint64_t last_step;
 	unsigned flags;
 	double last;
 
@@ -283,18 +305,13 @@ static void stat_metric(struct mring_reader *r, int id)
 	have_ep = mring_epoch_read(r, id, &ep) == 0;
 	if (have_ep)
 		snprintf(epv, sizeof(epv), "%.6g@%u", ep.value, ep.epoch);
-	live_any = live.count + live.nonfinite > 0;
 	live_fin = live.count > 0;
-	/*
-	 * LAST: the live epoch's; in a new epoch with no value yet (a
-	 * finished run that ended with an epoch end), the completed epoch's,
-	 * as mring serve does; "-" when there is none.
-	 */
-	last = live_any ? live.last : have_ep ? ep.last : NAN;
+	/* LAST: kept across epoch ends (a finished run shows its last
+	 * values); "-" when the metric never logged one */
+	have_last = metric_last(&live, have_ep ? &ep : NULL, &last, &last_step);
 	printf("%4d %-28s %-20s %10llu %6llu %12s %12s %12s %12s %s\n", id, name, fl,
 	       (unsigned long long)live.count, (unsigned long long)live.nonfinite,
-	       num_or_dash(b[0], sizeof(b[0]), last,
-			   live_any || (have_ep && ep.count + ep.nonfinite > 0)),
+	       num_or_dash(b[0], sizeof(b[0]), last, have_last),
 	       num_or_dash(b[1], sizeof(b[1]), live.value, live_fin && (flags & MRING_ON_EPOCH)),
 	       num_or_dash(b[2], sizeof(b[2]), live.min, live_fin && (flags & MRING_ON_EPOCH)),
 	       num_or_dash(b[3], sizeof(b[3]), live.max, live_fin && (flags & MRING_ON_EPOCH)),

@@ -523,20 +523,10 @@ static const struct {
 			  "NaN and +-Inf values logged in the current epoch (resets at each epoch end)." },
 };
 
-/* mring_value: the live last, or after an epoch end the completed epoch's. */
+/* mring_value: the last value, kept across epoch ends (metric_last()). */
 static bool last_value(const struct msnap *m, double *v, uint64_t *step)
 {
-	if (m->live_ok && m->live.count + m->live.nonfinite > 0) {
-		*v = m->live.last;
-		*step = m->live.last_step;
-		return true;
-	}
-	if (m->epoch_ok && m->ep.count + m->ep.nonfinite > 0) {
-		*v = m->ep.last;
-		*step = m->ep.last_step;
-		return true;
-	}
-	return false;
+	return metric_last(m->live_ok ? &m->live : NULL, m->epoch_ok ? &m->ep : NULL, v, step);
 }
 
 static void emit_met_field(struct buf *b, const struct snap *sn, enum met_field f)

@@ -31,6 +31,8 @@ const char *mring_dir(void);
 /* The reason opening SEGMENT argument @arg failed with @err, for a message. */
 const char *seg_open_error(const char *arg, int err, char *buf, size_t len);
 const char *producer_state(const struct mring_status *st);
+bool metric_last(const struct mring_stats *live, const struct mring_stats *ep,
+		 double *v, uint64_t *step);
 
 /*
  * sigbus.c: survive a segment truncated under its mapping (reads past the

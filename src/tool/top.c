@@ -447,22 +447,19 @@ static int draw_metrics(const struct top *t, const struct top_seg *s, int y)
 		for (int id = 0; id < s->nm && y < LINES - 1; id++) {
 			const struct top_metric *m = &s->m[id];
 			char last[24], now[24], mn[24], mx[24], epv[32];
-			int x = 2, bar = !!(m->flags & MRING_PROG_BAR), has_last = 1;
-			double lastv;
+			int x = 2, bar = !!(m->flags & MRING_PROG_BAR), has_last;
+			uint64_t last_step;
+			double lastv = NAN;
 
 			/* progress-bar metrics first */
 			if (bar != (pass == 0) || !metric_shown(t, m))
 				continue;
 			shown++;
-			/* the live epoch's last value; in a new epoch with no value
-			 * yet (a finished run's last epoch end), the completed
-			 * epoch's, as mring serve does; "-" when neither has one */
-			if (m->have_stats && m->live.count + m->live.nonfinite)
-				lastv = m->live.last;
-			else if (m->have_epoch && m->ep.count + m->ep.nonfinite)
-				lastv = m->ep.last;
-			else
-				lastv = NAN, has_last = 0;
+			/* kept across epoch ends; "-" when never logged */
+			has_last = metric_last(m->have_stats ? &m->live : NULL,
+					       m->have_epoch ? &m->ep : NULL, &lastv, &last_step);
+			if (!has_last)
+				lastv = NAN;
 			fmt_num(last, sizeof(last), lastv);
 			fmt_num(now, sizeof(now), m->have_stats ? m->live.value : NAN);
 			fmt_num(mn, sizeof(mn), m->have_stats ? m->live.min : NAN);

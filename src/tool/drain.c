@@ -30,6 +30,7 @@
 #include "drain.h"
 
 #define READ_BATCH	1024
+#define LAST_STEPS_MAX	(1 << 24)	/* --last-steps: 128 MiB of seqs at most */
 #define SMALL_BATCH	64	/* fewer events than this per segment: caught up */
 #define COMMIT_MS	50	/* longest a read event waits for its commit */
 #define CREATE_WAIT_MS	2000	/* a segment "being created" longer than this is a leftover */
@@ -61,6 +62,8 @@ static const char drain_usage[] =
 	"                      segment ended the epoch: exact weighted mean, sum, min, max\n"
 	"  --observe           export what the rings hold without consuming it (no\n"
 	"                      state; new outputs only); complete while nothing was lost\n"
+	"  --last-steps N      with --observe: only the last N steps the rings hold\n"
+	"                      (what `mring watch --dump` writes)\n"
 	"\n"
 	"Names follow Lightning: a metric logged ON_STEP and ON_EPOCH appears as\n"
 	"name_step per step and name_epoch per epoch.  Losses appear as mring_lost rows.\n"
@@ -196,6 +199,32 @@ static int find_segments(struct drain *d, struct seglist *l, char **args, int na
 	return ret;
 }
 
+/*
+ * --last-steps N: the seq of the N-th last STEP the ring holds now, read
+ * by a second observer; the export skips what comes before it.  0 when
+ * the ring holds N steps or fewer (everything is exported).
+ */
+static uint64_t last_steps_start(const char *path, uint64_t n)
+{
+	struct mring_event ev[READ_BATCH];
+	struct mring_reader *r;
+	uint64_t *seqs, start = 0, seen = 0;
+	int got;
+
+	if (mring_reader_open(path, MRING_OBSERVE, &r) < 0)
+		return 0;
+	seqs = calloc(n, sizeof(*seqs));
+	while (seqs && (got = mring_read(r, ev, READ_BATCH)) > 0)
+		for (int i = 0; i < got; i++)
+			if (ev[i].kind == MRING_EV_STEP)
+				seqs[seen++ % n] = ev[i].seq;
+	if (seqs && seen > n)
+		start = seqs[seen % n];	/* the oldest of the last n */
+	free(seqs);
+	mring_reader_close(r);
+	return start;
+}
+
 /* Open one segment; a file still "being created" after CREATE_WAIT_MS is
  * what a producer killed inside mring_writer_open() leaves: -EAGAIN. */
 static int seg_open(struct drain *d, struct seg *g)
@@ -217,6 +246,8 @@ static int seg_open(struct drain *d, struct seg *g)
 	g->rank = st.rank;
 	g->created_ns = st.created_ns;
 	g->capacity = st.capacity;
+	if (d->last_steps)
+		g->skip_below = last_steps_start(g->path, d->last_steps);
 	return 0;
 }
 
@@ -663,6 +694,7 @@ static int parse_args(struct drain *d, int argc, char **argv)
 		{ "every", required_argument, NULL, 'e' },
 		{ "reduce-ranks", no_argument, NULL, 'r' },
 		{ "observe", no_argument, NULL, 'o' },
+		{ "last-steps", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -682,6 +714,14 @@ static int parse_args(struct drain *d, int argc, char **argv)
 		case 'w': d->wait = true; break;
 		case 'r': d->reduce = true; break;
 		case 'o': d->observe = true; break;
+		case 'L':
+			if (parse_number("--last-steps", optarg, LAST_STEPS_MAX, &v) < 0 || !v) {
+				fprintf(stderr, "mring drain: --last-steps: not a positive "
+					"number of steps: %s\n", optarg);
+				return -EINVAL;
+			}
+			d->last_steps = (uint64_t)v;
+			break;
 		case 'F':
 			if (parse_number("--flush-ms", optarg, 3600000, &v) < 0)
 				return -EINVAL;
@@ -708,6 +748,11 @@ static int parse_args(struct drain *d, int argc, char **argv)
 		fprintf(stderr, "mring drain: %s\n%s", optind >= argc ?
 			"no SEGMENT given" : "no output given (--jsonl, --csv or --tensorboard)",
 			drain_usage);
+		return -EINVAL;
+	}
+	if (d->last_steps && !d->observe) {
+		fprintf(stderr, "mring drain: --last-steps needs --observe (a drainer "
+			"takes everything)\n");
 		return -EINVAL;
 	}
 	if (d->observe && state) {

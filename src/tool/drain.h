@@ -129,6 +129,7 @@ struct drain {
 	uint64_t every;		/* --every N, 0: every step */
 	bool reduce;		/* --reduce-ranks */
 	bool observe;		/* --observe: export, consume nothing */
+	uint64_t last_steps;	/* --last-steps N (with --observe), 0: all */
 	struct xepoch *xe;
 	int nxe;
 	bool follow, wait;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -26,6 +27,7 @@ static const char usage[] =
 	"  rm [--force] SEGMENT...      remove segments whose producer is gone\n"
 	"  top [SEGMENT|GLOB]...        live full-screen view of segments and metrics\n"
 	"  serve [OPTIONS] [SEGMENT]... Prometheus /metrics endpoint (default 127.0.0.1:9464)\n"
+	"  watch [RULES] SEGMENT...     alerts on NaN, stalls, stragglers, thresholds, crashes\n"
 	"\n"
 	"  version                      tool, library and segment format versions\n"
 	"  help [COMMAND]               this text, or a command's own\n"
@@ -58,6 +60,22 @@ const char *mring_dir(void)
 	const char *d = getenv("MRING_DIR");
 
 	return d && *d ? d : "/dev/shm";
+}
+
+double now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int64_t now_real_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 const char *producer_state(const struct mring_status *st)
@@ -620,7 +638,7 @@ int main(int argc, char **argv)
 		int (*fn)(int, char **);
 	} cmds[] = {
 		{ "drain", cmd_drain }, { "ls", cmd_ls }, { "stat", cmd_stat }, { "rm", cmd_rm },
-		{ "top", cmd_top }, { "serve", cmd_serve },
+		{ "top", cmd_top }, { "serve", cmd_serve }, { "watch", cmd_watch },
 	};
 
 	const size_t ncmds = sizeof(cmds) / sizeof(cmds[0]);

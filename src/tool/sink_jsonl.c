@@ -120,34 +120,11 @@ static void put_number(struct buf *b, double v)
 		buf_double(b, v);
 }
 
-/*
- * A key as a JSON string.  Names come from a segment, which a reader
- * trusts no further than its bytes: control characters are escaped, and
- * each byte that is not part of well-formed UTF-8 becomes U+FFFD, so the
- * line is valid JSON (RFC 8259 wants UTF-8) whatever the segment holds.
- */
+/* A key: names come from an untrusted segment (see buf_json_str()). */
 static void put_key(struct buf *b, const char *k)
 {
-	const unsigned char *p = (const unsigned char *)k;
-
-	buf_putc(b, '"');
-	while (*p) {
-		int n = utf8_len(p);
-
-		if (n == 0) {
-			buf_put(b, "\xef\xbf\xbd", 3);	/* U+FFFD */
-			p++;
-		} else if (*p < 0x20) {
-			buf_fmt(b, "\\u%04x", *p++);
-		} else if (*p == '"' || *p == '\\') {
-			buf_putc(b, '\\');
-			buf_putc(b, (char)*p++);
-		} else {
-			buf_put(b, p, (size_t)n);
-			p += n;
-		}
-	}
-	buf_puts(b, "\": ");
+	buf_json_str(b, k);
+	buf_puts(b, ": ");
 }
 
 static int jsonl_write(struct sink *s, const struct row *r)

@@ -270,3 +270,33 @@ int utf8_len(const unsigned char *p)
 			return 0;
 	return n;
 }
+
+/*
+ * @s as a JSON string, quotes included.  Text from a segment is trusted
+ * no further than its bytes: control characters are escaped, and each
+ * byte that is not part of well-formed UTF-8 becomes U+FFFD, so the
+ * output is valid JSON (RFC 8259 wants UTF-8) whatever the segment holds.
+ */
+void buf_json_str(struct buf *b, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	buf_putc(b, '"');
+	while (*p) {
+		int n = utf8_len(p);
+
+		if (n == 0) {
+			buf_put(b, "\xef\xbf\xbd", 3);	/* U+FFFD */
+			p++;
+		} else if (*p < 0x20) {
+			buf_fmt(b, "\\u%04x", *p++);
+		} else if (*p == '"' || *p == '\\') {
+			buf_putc(b, '\\');
+			buf_putc(b, (char)*p++);
+		} else {
+			buf_put(b, p, (size_t)n);
+			p += n;
+		}
+	}
+	buf_putc(b, '"');
+}

@@ -66,6 +66,8 @@ int buf_u64(struct buf *b, uint64_t v);
 int buf_double(struct buf *b, double v);
 /* printf; -EINVAL for an encoding error. */
 int buf_fmt(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* @s as a JSON string (quotes included; bad UTF-8 becomes U+FFFD). */
+void buf_json_str(struct buf *b, const char *s);
 void buf_free(struct buf *b);
 
 /*

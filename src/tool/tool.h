@@ -14,6 +14,7 @@
 #define EXIT_USAGE	1	/* bad command line, missing or bad segment */
 #define EXIT_OUTPUT	2	/* an output could not be written */
 #define EXIT_CRASHED	3	/* a producer died without closing */
+#define EXIT_ALERT	4	/* mring watch --exit: an alert fired */
 
 struct seglist {
 	char **paths;
@@ -31,6 +32,8 @@ const char *mring_dir(void);
 /* The reason opening SEGMENT argument @arg failed with @err, for a message. */
 const char *seg_open_error(const char *arg, int err, char *buf, size_t len);
 const char *producer_state(const struct mring_status *st);
+double now_mono(void);		/* CLOCK_MONOTONIC, seconds */
+int64_t now_real_ns(void);	/* CLOCK_REALTIME, ns */
 bool metric_last(const struct mring_stats *live, const struct mring_stats *ep,
 		 double *v, uint64_t *step);
 
@@ -47,5 +50,6 @@ int cmd_stat(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_top(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
 
 #endif

@@ -19,7 +19,7 @@ _mring()
 	cur=${COMP_WORDS[COMP_CWORD]}
 	prev=${COMP_WORDS[COMP_CWORD-1]}
 	if [ "$COMP_CWORD" -eq 1 ]; then
-		mapfile -t COMPREPLY < <(compgen -W "drain ls stat rm top serve version help
+		mapfile -t COMPREPLY < <(compgen -W "drain ls stat rm top serve watch version help
 			--help --version" -- "$cur")
 		return
 	fi
@@ -27,7 +27,7 @@ _mring()
 	case $cmd in
 	drain)
 		opts="--jsonl --csv --tensorboard --state --follow --wait --flush-ms --every
-			--reduce-ranks --observe --help"
+			--reduce-ranks --observe --last-steps --help"
 		case $prev in
 		--jsonl|--state)
 			mapfile -t COMPREPLY < <(compgen -f -- "$cur")
@@ -35,13 +35,28 @@ _mring()
 		--csv|--tensorboard)
 			mapfile -t COMPREPLY < <(compgen -d -- "$cur")
 			return ;;
-		--flush-ms|--every)
+		--flush-ms|--every|--last-steps)
 			return ;;
 		esac ;;
 	serve)
 		opts="--listen --interval --print --verbose --all-users --help"
 		case $prev in
 		--listen|--interval)
+			return ;;
+		esac ;;
+	watch)
+		opts="--nan --stall --lag --lag-factor --above --below --spike --crash --json
+			--exec --exec-limit --exec-timeout --signal --exit --dump --dump-steps
+			--interval --until-done --help"
+		case $prev in
+		--dump)
+			mapfile -t COMPREPLY < <(compgen -d -- "$cur")
+			return ;;
+		--signal)
+			mapfile -t COMPREPLY < <(compgen -W "USR1 USR2 TERM INT HUP" -- "$cur")
+			return ;;
+		--stall|--lag|--lag-factor|--above|--below|--spike|--exec|--exec-limit|\
+		--exec-timeout|--dump-steps|--interval)
 			return ;;
 		esac ;;
 	top)	opts="--all-users --help" ;;
@@ -52,7 +67,7 @@ _mring()
 		return ;;
 	help)
 		[ "$COMP_CWORD" -eq 2 ] &&
-			mapfile -t COMPREPLY < <(compgen -W "drain ls stat rm top serve version" -- "$cur")
+			mapfile -t COMPREPLY < <(compgen -W "drain ls stat rm top serve watch version" -- "$cur")
 		return ;;
 	*)	return ;;
 	esac

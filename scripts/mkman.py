@@ -202,9 +202,10 @@ def tool(mring, version, outdir):
           ".TP", ".B MRING_PROGRESS_MS", "Milliseconds between progress updates (500).",
           ".SH EXIT STATUS",
           "0 on success, 1 for a usage error or a segment that cannot be used, "
-          "2 when a drain's outputs do not match its state (see each command).",
+          "2 when a drain's outputs do not match its state, 3 when a drained "
+          "producer crashed, 4 when mring watch --exit saw an alert (see each command).",
           ".SH SEE ALSO", ".BR mring (3)", ".PP",
-          "docs/drain.md, docs/top.md and docs/serve.md in the source tree."]
+          "docs/drain.md, docs/top.md, docs/serve.md and docs/watch.md in the source tree."]
     os.makedirs(outdir, exist_ok=True)
     with open(os.path.join(outdir, "mring.1"), "w") as f:
         f.write("\n".join(r) + "\n")

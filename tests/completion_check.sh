@@ -22,11 +22,11 @@ complete_words() {
 }
 
 got=$(complete_words mring "")
-[ "$got" = "--help --version drain help ls rm serve stat top version " ] || fail "subcommands: $got"
+[ "$got" = "--help --version drain help ls rm serve stat top version watch " ] || fail "subcommands: $got"
 [ "$(complete_words mring d)" = "drain " ] || fail "mring d"
 
 # every option a subcommand's --help mentions is offered, and nothing else
-for cmd in drain serve top rm; do
+for cmd in drain serve top rm watch; do
 	want=$({ "$mring" "$cmd" --help; echo --help; } | grep -o -- '--[a-z][a-z-]*' |
 		sort -u | tr '\n' ' ')
 	got=$(complete_words mring "$cmd" --)

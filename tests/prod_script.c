@@ -5,7 +5,8 @@
  *
  * Usage: prod_script SEGMENT MODE CAPACITY [MAX_METRICS]
  *   MODE: drop, overwrite or wait.  The segment replaces one whose
- *   producer is gone.  Prints "ready" once it exists.
+ *   producer is gone.  Prints "ready" once it exists.  $PROD_RUN and
+ *   $PROD_RANK, when set, give the run name and the rank.
  * Commands, one per line; each is answered with "ok" on stdout once done
  * (or "err N" with mring's return code), so the test knows where the
  * producer is:
@@ -17,6 +18,9 @@
  *                         s * 1000 + ID + 0.25
  *   row S FIRST LAST      step S, then log ids FIRST..LAST (inclusive)
  *                         with S * 1000 + ID + 0.25
+ *   paced A B US ID...    as steps, sleeping US microseconds after each
+ *                         step (a trainer of a known pace: tests/e2e_watch.py)
+ *   flush                 mring_flush()
  *   epoch                 mring_epoch_end()
  *   drainer               wait until a drainer is attached
  *   close                 mring_writer_close() and exit 0
@@ -24,6 +28,7 @@
  */
 #define _GNU_SOURCE
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,19 +52,29 @@ static unsigned parse_flags(char *s)
 	return flags;
 }
 
-static int steps(struct mring_writer *w, char *args)
+static int steps(struct mring_writer *w, char *args, bool paced)
 {
 	unsigned long long a, b;
+	long us = 0;
 	int ids[64], n = 0, pos = 0, ret = 0;
 
 	if (sscanf(args, "%llu %llu%n", &a, &b, &pos) != 2)
 		return -1;
+	if (paced) {
+		int more = 0;
+
+		if (sscanf(args + pos, "%ld%n", &us, &more) != 1)
+			return -1;
+		pos += more;
+	}
 	for (char *t = strtok(args + pos, " "); t && n < 64; t = strtok(NULL, " "))
 		ids[n++] = atoi(t);
 	for (uint64_t s = a; s < b && !ret; s++) {
 		mring_step(w, s);
 		for (int i = 0; i < n && !ret; i++)
 			ret = mring_log(w, ids[i], (double)s * 1000 + ids[i] + 0.25);
+		if (us)
+			usleep((useconds_t)us);
 	}
 	return ret;
 }
@@ -109,7 +124,11 @@ static int run(struct mring_writer *w, const char *seg, char *line)
 	if (sscanf(line, "log %d %lf", &id, &v) == 2)
 		return mring_log(w, id, v);
 	if (!strncmp(line, "steps ", 6))
-		return steps(w, line + 6);
+		return steps(w, line + 6, false);
+	if (!strncmp(line, "paced ", 6))
+		return steps(w, line + 6, true);
+	if (!strcmp(line, "flush"))
+		return mring_flush(w);
 	if (!strncmp(line, "row ", 4))
 		return row(w, line + 4);
 	if (!strcmp(line, "epoch"))
@@ -140,6 +159,8 @@ int main(int argc, char **argv)
 		      !strcmp(argv[2], "overwrite") ? MRING_FULL_OVERWRITE : MRING_FULL_DROP;
 	cfg.capacity = strtoull(argv[3], NULL, 10);
 	cfg.max_metrics = argc > 4 ? (uint32_t)atoi(argv[4]) : 0;
+	cfg.run = getenv("PROD_RUN");
+	cfg.rank = getenv("PROD_RANK") ? atoi(getenv("PROD_RANK")) : 0;
 	ret = mring_writer_open(argv[1], &cfg, &w);
 	if (ret < 0) {
 		fprintf(stderr, "prod_script: %s\n", mring_strerror(ret));

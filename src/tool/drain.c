@@ -63,7 +63,7 @@ static const char drain_usage[] =
 	"  --observe           export what the rings hold without consuming it (no\n"
 	"                      state; new outputs only); complete while nothing was lost\n"
 	"  --last-steps N      with --observe: only the last N steps the rings hold\n"
-	"                      (what `mring watch --dump` writes)\n"
+	"                      (the flight-recorder files of `mring watch`)\n"
 	"\n"
 	"Names follow Lightning: a metric logged ON_STEP and ON_EPOCH appears as\n"
 	"name_step per step and name_epoch per epoch.  Losses appear as mring_lost rows.\n"

@@ -83,7 +83,8 @@ bash tests/deb_check.sh build-deb
 stage "Python binding (venv, pip install, pytest)"
 /usr/bin/python3 -m venv --system-site-packages "$prefix/venv"
 "$prefix/venv/bin/python" -m pip install -q --no-build-isolation .
-"$prefix/venv/bin/python" -m pytest -q -p no:cacheprovider tests/python
+# the alert test runs `mring watch --signal` against a Python trainer
+MRING_TOOL="$PWD/build/mring" "$prefix/venv/bin/python" -m pytest -q -p no:cacheprovider tests/python
 /usr/bin/python3 tests/readme_check.py --include include --lib build/libmring.a \
 	--python "$prefix/venv/bin/python"
 "$prefix/venv/bin/python" python/bench_log.py --number 200000 --repeat 3

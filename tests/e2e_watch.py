@@ -523,6 +523,41 @@ def test_restart_same_name(env):
     check("restart: said on stderr", "replaced" in w.stderr(), w.stderr())
 
 
+def test_spike_below_and_exec_timeout(env):
+    w = Watcher(env, "--spike", "loss=3", "--below", "acc=0.5", "--exec", "sleep 30",
+                "--exec-timeout", "0.5", "sp")
+    p = Producer(env, "sp")
+    loss = p.metric("loss", "step|epoch|mean")
+    acc = p.metric("acc", "step")
+    for s in range(10):
+        p.cmd("step %d" % s)
+        p.cmd("log %d 1" % loss)
+        p.cmd("log %d 0.9" % acc)
+    p.cmd("step 10")
+    p.cmd("log %d 20" % loss)	# epoch mean now 30/11: 7.3 times it
+    p.cmd("log %d 0.25" % acc)
+    p.cmd("flush")
+    _, d = w.wait_for(is_alert("spike"), timeout=5)
+    check("spike: last value above K times the running epoch mean",
+          d is not None and d["metric"] == "loss" and d["step"] == "10" and
+          d["value"] == "20", w.alerts())
+    _, b = w.wait_for(is_alert("below"), timeout=5)
+    check("below: reported with its value", b is not None and b["metric"] == "acc" and
+          b["value"] == "0.25", w.alerts())
+    p.cmd("step 11")
+    p.cmd("log %d 1" % loss)
+    p.cmd("flush")
+    _, c = w.wait_for(lambda d: d["event"] == "clear" and d["rule"] == "spike", timeout=5)
+    check("spike: clears when the value is back", c is not None, w.alerts())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "killed" not in w.stderr():
+        time.sleep(0.05)
+    check("exec: a run past --exec-timeout is killed", "still running after 0.5 s; killed"
+          in w.stderr(), w.stderr())
+    p.close()
+    w.stop()
+
+
 def test_exit_and_usage(env):
     w = Watcher(env, "--above", "loss=1", "--exit", "ex1")
     p = Producer(env, "ex1")

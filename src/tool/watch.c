@@ -974,7 +974,11 @@ int cmd_watch(int argc, char **argv)
 			next = now;	/* fell behind: do not try to catch up */
 		sleep_until(next);
 	}
-	act_finish(&w.o);
+	/*
+	 * --exit: the alert's actions complete (an --exec within its
+	 * timeout); stopped by a signal: a few seconds for the dumps.
+	 */
+	act_finish(&w.o, status == EXIT_ALERT ? w.o.exec_timeout_s + 1 : WATCH_STOP_WAIT_S);
 	watch_free(&w);
 	return status;
 }

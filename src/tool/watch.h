@@ -22,6 +22,7 @@
 #define WATCH_RATE_WINDOW_S	5.0	/* --lag-factor: time per step over this window */
 #define WATCH_RATE_MIN_S	1.0	/* ... and over at least this much history */
 #define WATCH_HIST		64	/* samples kept for it (power of two) */
+#define WATCH_STOP_WAIT_S	5.0	/* stopped: how long children get to finish */
 
 enum thr_kind { THR_ABOVE, THR_BELOW, THR_SPIKE };
 
@@ -83,8 +84,8 @@ int act_init(const struct watch_opts *o);
 void act_alert(const struct watch_opts *o, const struct alert *a);
 /* Reap children, start waiting --exec runs, kill overdue ones. */
 void act_tick(const struct watch_opts *o);
-/* Wait for every child (each bounded by its timeout). */
-void act_finish(const struct watch_opts *o);
+/* Wait up to @wait_s for the children, then kill what still runs. */
+void act_finish(const struct watch_opts *o, double wait_s);
 /* An alert was raised (not a clear): --exit ends the watcher. */
 bool act_fired(void);
 int parse_signal(const char *s);

@@ -494,6 +494,21 @@ static void signal_alert(const struct watch_opts *o, const struct alert *a)
 
 /* ---- --dump --------------------------------------------------------------- */
 
+/* @path with glob(3)'s special characters escaped: `mring drain` expands globs. */
+static char *glob_quote(const char *path)
+{
+	char *q = malloc(2 * strlen(path) + 1), *p = q;
+
+	for (; q && *path; path++) {
+		if (strchr("*?[\\", *path))
+			*p++ = '\\';
+		*p++ = *path;
+	}
+	if (q)
+		*p = '\0';
+	return q;
+}
+
 static void dump_alert(const struct watch_opts *o, const struct alert *a)
 {
 	char stamp[32], steps[32];
@@ -523,9 +538,12 @@ static void dump_alert(const struct watch_opts *o, const struct alert *a)
 	snprintf(steps, sizeof(steps), "%llu", (unsigned long long)o->dump_steps);
 	pid = fork();
 	if (pid == 0) {
+		char *seg = glob_quote(a->segment);
+
 		child_setup();
-		execl(act.self, "mring", "drain", "--observe", "--last-steps", steps, "--jsonl",
-		      j->tmp, a->segment, (char *)NULL);
+		if (seg)
+			execl(act.self, "mring", "drain", "--observe", "--last-steps", steps,
+			      "--jsonl", j->tmp, seg, (char *)NULL);
 		_exit(127);
 	}
 	if (pid < 0) {
@@ -632,19 +650,25 @@ void act_tick(const struct watch_opts *o)
 	}
 }
 
-void act_finish(const struct watch_opts *o)
+void act_finish(const struct watch_opts *o, double wait_s)
 {
-	double deadline = now_mono() + o->exec_timeout_s + 1;
+	double deadline = now_mono() + wait_s;
 
 	while (act.njobs && now_mono() < deadline) {
 		act_tick(o);
 		if (act.njobs)
 			usleep(10000);
 	}
-	for (int i = 0; i < act.njobs; i++)
-		if (act.jobs[i].pid > 0)
-			kill(act.jobs[i].kind == JOB_EXEC ? -act.jobs[i].pid : act.jobs[i].pid,
-			     SIGKILL);
+	for (int i = 0; i < act.njobs; i++) {
+		struct job *j = &act.jobs[i];
+
+		if (j->pid <= 0)
+			continue;
+		kill(j->kind == JOB_EXEC ? -j->pid : j->pid, SIGKILL);
+		waitpid(j->pid, NULL, 0);
+		if (j->kind == JOB_DUMP)
+			unlink(j->tmp);		/* an incomplete export */
+	}
 	while (act.njobs)
 		job_drop(act.njobs - 1);
 	free(act.jobs);

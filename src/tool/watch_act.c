@@ -335,6 +335,8 @@ static void exec_alert(const struct watch_opts *o, const struct alert *a)
 	j = job_new(JOB_EXEC, key);
 	if (j)
 		exec_start(o, j, a);
+	if (j && !j->pid)
+		job_drop(act.njobs - 1);	/* fork failed: said why */
 }
 
 /* ---- --signal ------------------------------------------------------------ */
@@ -612,7 +614,8 @@ static void job_ended(const struct watch_opts *o, int i, int status)
 			j->waiting = NULL;
 			exec_start(o, j, a);
 			free(a);
-			return;
+			if (j->pid)
+				return;
 		}
 		act.not_run++;
 	}

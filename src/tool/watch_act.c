@@ -364,40 +364,44 @@ int parse_signal(const char *s)
 	return (int)n;
 }
 
+/* /proc/@pid/@name into @buf, NUL-terminated: 0, or -errno. */
+static int read_proc(pid_t pid, const char *name, char *buf, size_t len)
+{
+	char path[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", pid, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n <= 0)
+		return -ESRCH;
+	buf[n] = '\0';
+	return 0;
+}
+
 /* The real uid and the start time (ns since boot) of process @pid. */
 static int proc_identity(pid_t pid, uid_t *uid, int64_t *start_ns)
 {
-	char path[64], buf[4096], *p;
 	unsigned long long ticks;
-	ssize_t n;
-	int fd, field;
+	char buf[4096], *p;
+	int field;
 
-	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
+	if (read_proc(pid, "status", buf, sizeof(buf)) < 0)
 		return -ESRCH;
-	buf[n] = '\0';
 	p = strstr(buf, "\nUid:");
 	if (!p || sscanf(p + 5, "%u", uid) != 1)
 		return -EPROTO;
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
+	if (read_proc(pid, "stat", buf, sizeof(buf)) < 0)
 		return -ESRCH;
-	buf[n] = '\0';
 	/* the name in parentheses may hold anything: fields follow the last ')' */
 	p = strrchr(buf, ')');
 	if (!p)
 		return -EPROTO;
-	for (field = 2; field < 21 && p; field++)
+	for (field = 2; field < 22 && p; field++)	/* to the space before field 22 */
 		p = strchr(p + 1, ' ');
 	if (!p || sscanf(p + 1, "%llu", &ticks) != 1)	/* field 22: starttime */
 		return -EPROTO;

@@ -910,14 +910,20 @@ static void watch_free(struct watch *w)
 		free(w->o.thr[i].pattern);
 }
 
+/* --until-done: every segment's producer is gone (files that are not
+ * segments do not count); false while there is none */
 static bool all_done(const struct watch *w)
 {
-	if (!w->nsegs)
-		return false;
-	for (int i = 0; i < w->nsegs; i++)
+	int watched = 0;
+
+	for (int i = 0; i < w->nsegs; i++) {
+		if (!w->segs[i].r)
+			continue;
 		if (!w->segs[i].have_st || !w->segs[i].ended)
 			return false;
-	return true;
+		watched++;
+	}
+	return watched > 0;
 }
 
 static void sleep_until(double t)

@@ -353,6 +353,12 @@ const char *__mring_eexist_text(const char *path, const char *replace_hint,
 				char *buf, size_t len);
 int __mring_bad_id(struct mring_writer *w, int id);
 void __mring_stats_publish(struct mring_writer *w);
+/* mring watch --signal: the producer's start time the creator recorded
+ * (field 22 of /proc/<pid>/stat, clock ticks), 0 when unknown; the
+ * start time of @pid now, 0 when unreadable.  Untrusted, like every byte
+ * of a segment: a match is evidence, not proof. */
+uint64_t __mring_producer_start(const struct mring_reader *r);
+uint64_t __mring_proc_start(int pid);
 /* CLOCK_REALTIME in ns (vDSO): out of line so that mring.h compiles
  * under strict -std=c11, where <time.h> has no clock_gettime. */
 int64_t __mring_clock_ns(void);

@@ -58,7 +58,6 @@ static void our_segment(struct alert *a)
 	atexit(seg_cleanup);
 	cr_assert_eq(mring_reader_open(seg_path, MRING_OBSERVE, &r), 0);
 	cr_assert_eq(mring_status_read(r, &st), 0);
-	mring_reader_close(r);
 	cr_assert_eq(stat(seg_path, &sb), 0);
 	memset(a, 0, sizeof(*a));
 	a->segment = seg_path;
@@ -67,20 +66,28 @@ static void our_segment(struct alert *a)
 	a->dev = sb.st_dev;
 	a->ino = sb.st_ino;
 	a->created_ns = st.created_ns;
+	a->pid_start = __mring_producer_start(r);
+	mring_reader_close(r);
 	cr_assert_eq(a->pid, getpid());
 	cr_assert(a->alive);
 }
 
 Test(identity, the_start_time_is_field_22_of_proc_stat)
 {
-	int64_t start = -1, boot = now_boot_ns();
+	uint64_t ticks = __mring_proc_start(getpid());
+	int64_t start = (int64_t)(ticks * (1000000000ull / (uint64_t)sysconf(_SC_CLK_TCK)));
+	int64_t boot = now_boot_ns();
 	uid_t uid = (uid_t)-1;
+	struct alert a;
 
 	/* Criterion forks each test: this process started moments ago */
-	cr_assert_eq(proc_identity(getpid(), &uid, &start), 0);
-	cr_assert_eq(uid, getuid());
 	cr_assert(start <= boot && start > boot - 30 * INT64_C(1000000000),
 		  "start %lld ns since boot, now %lld", (long long)start, (long long)boot);
+	cr_assert_eq(proc_uid(getpid(), &uid), 0);
+	cr_assert_eq(uid, getuid());
+	our_segment(&a);
+	cr_assert_eq(a.pid_start, ticks, "the creator recorded %llu, /proc says %llu",
+		     (unsigned long long)a.pid_start, (unsigned long long)ticks);
 }
 
 Test(identity, the_producer_itself_passes)
@@ -91,14 +98,19 @@ Test(identity, the_producer_itself_passes)
 	cr_assert_null(not_the_producer(a.pid, &a), "%s", not_the_producer(a.pid, &a));
 }
 
-Test(identity, a_process_younger_than_the_segment_is_refused)
+Test(identity, a_process_of_another_start_time_is_refused)
 {
 	struct alert a;
 	const char *why;
 
 	our_segment(&a);
-	/* as if the segment had been made an hour before this process started:
-	 * the pid now belongs to someone else */
+	/* the creator was another process that had this pid */
+	a.pid_start -= 1;
+	why = not_the_producer(a.pid, &a);
+	cr_assert(why && strstr(why, "recycled pid"), "%s", why ? why : "(accepted)");
+	/* no start time recorded: a process younger than the segment */
+	a.pid_start = 0;
+	cr_assert_null(not_the_producer(a.pid, &a));
 	a.created_ns -= 3600 * INT64_C(1000000000);
 	why = not_the_producer(a.pid, &a);
 	cr_assert(why && strstr(why, "recycled pid"), "%s", why ? why : "(accepted)");
@@ -121,7 +133,8 @@ Test(identity, a_process_without_the_segment_open_is_refused)
 		_exit(0);
 	}
 	cr_assert_gt(child, 0);
-	a.created_ns += 3600 * INT64_C(1000000000);	/* the start check passes */
+	a.pid_start = 0;	/* the start check passes: no start time recorded, */
+	a.created_ns += 3600 * INT64_C(1000000000);	/* a segment "younger" than it */
 	/* the child's fds are closed once /proc says so; retry a bounded while */
 	for (int i = 0; i < 1000; i++) {
 		why = not_the_producer(child, &a);

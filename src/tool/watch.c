@@ -156,6 +156,7 @@ static void alert_init(struct alert *a, const struct wseg *s, const char *event,
 	a->dev = s->dev;
 	a->ino = s->ino;
 	a->created_ns = s->have_st ? s->st.created_ns : 0;
+	a->pid_start = __mring_producer_start(s->r);
 	a->alive = s->have_st && s->st.alive;
 }
 

@@ -75,6 +75,7 @@ struct alert {
 	dev_t dev;
 	ino_t ino;
 	int64_t created_ns;
+	uint64_t pid_start;	/* the producer's start time, 0: unknown */
 	bool alive;
 };
 

@@ -383,29 +383,16 @@ static int read_proc(pid_t pid, const char *name, char *buf, size_t len)
 	return 0;
 }
 
-/* The real uid and the start time (ns since boot) of process @pid. */
-static int proc_identity(pid_t pid, uid_t *uid, int64_t *start_ns)
+/* The real uid of process @pid: 0, or -errno. */
+static int proc_uid(pid_t pid, uid_t *uid)
 {
-	unsigned long long ticks;
 	char buf[4096], *p;
-	int field;
 
 	if (read_proc(pid, "status", buf, sizeof(buf)) < 0)
 		return -ESRCH;
 	p = strstr(buf, "\nUid:");
 	if (!p || sscanf(p + 5, "%u", uid) != 1)
 		return -EPROTO;
-	if (read_proc(pid, "stat", buf, sizeof(buf)) < 0)
-		return -ESRCH;
-	/* the name in parentheses may hold anything: fields follow the last ')' */
-	p = strrchr(buf, ')');
-	if (!p)
-		return -EPROTO;
-	for (field = 2; field < 22 && p; field++)	/* to the space before field 22 */
-		p = strchr(p + 1, ' ');
-	if (!p || sscanf(p + 1, "%llu", &ticks) != 1)	/* field 22: starttime */
-		return -EPROTO;
-	*start_ns = (int64_t)(ticks * (1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK)));
 	return 0;
 }
 
@@ -443,25 +430,31 @@ static int64_t real_to_boot(int64_t real)
 
 /*
  * Why process @pid is not the producer of @a's segment, or NULL when it
- * is.  The clocks of the start time and the creation time can drift
- * apart by NTP adjustments over a long run: a slack of 10 s, which the
- * open-file check backs up (a recycled pid has not opened the segment).
+ * is.  The creator recorded its start time (clock ticks since boot): a
+ * process with that pid and another start time is a recycled pid.  A
+ * segment without it (0) gets a bound instead: started no later than the
+ * segment was created, with 10 s of slack for NTP moving the wall clock
+ * against the boot clock over a long run.  The open-file check backs up
+ * both (a recycled pid has not opened the segment).
  */
 static const char *not_the_producer(pid_t pid, const struct alert *a)
 {
-	int64_t start;
+	uint64_t ticks;
 	uid_t uid;
 
 	if (!a->alive)
 		return "the producer is gone";
 	if (pid <= 0)
 		return "the segment names no pid";
-	if (proc_identity(pid, &uid, &start) < 0)
+	if (proc_uid(pid, &uid) < 0 || !(ticks = __mring_proc_start(pid)))
 		return "no such process";
 	if (uid != getuid())
 		return "the process belongs to another user";
-	if (start > real_to_boot(a->created_ns) + 10 * INT64_C(1000000000))
-		return "the process started after the segment was created (a recycled pid)";
+	if (a->pid_start ? ticks != a->pid_start :
+	    (int64_t)(ticks * (1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK))) >
+	    real_to_boot(a->created_ns) + 10 * INT64_C(1000000000))
+		return "the process started at another time than the producer (a "
+		       "recycled pid)";
 	if (!proc_has_open(pid, a->dev, a->ino))
 		return "the process does not have the segment open (a recycled pid, or "
 		       "another pid namespace)";

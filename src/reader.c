@@ -552,12 +552,12 @@ MRING_API int mring_read(struct mring_reader *r, struct mring_event *ev, int max
 	return n;
 }
 
-uint64_t __mring_producer_start(const struct mring_reader *r)
+MRING_API uint64_t __mring_producer_start(const struct mring_reader *r)
 {
 	return r ? r->id.pid_start : 0;
 }
 
-uint64_t __mring_proc_start(int pid)
+MRING_API uint64_t __mring_proc_start(int pid)
 {
 	return _mring_proc_start((pid_t)pid);
 }

@@ -853,7 +853,8 @@ static int parse_args(struct watch *w, int argc, char **argv)
 			ret = parse_count("--exec-limit", optarg, 100000, &v);
 			if (!ret && !v)
 				ret = bad("--exec-limit", optarg, "must be at least 1");
-			o->exec_limit = (double)v;
+			if (!ret)
+				o->exec_limit = (double)v;
 			break;
 		case 'T': ret = parse_seconds("--exec-timeout", optarg, 0.001, &o->exec_timeout_s); break;
 		case 'S':

@@ -111,6 +111,7 @@ extern "C" {
 
 /* Limits */
 #define MRING_NAME_MAX       63	/* bytes in a metric or run name */
+#define MRING_HPARAMS_MAX    _MRING_HPARAMS_MAX	/* 65536 bytes of hparams JSON */
 #define MRING_MAX_METRICS    65535u
 #define MRING_MIN_CAPACITY   8u
 #define MRING_MAX_CAPACITY   (UINT64_C(1) << 32)
@@ -339,6 +340,32 @@ int mring_epoch_end(struct mring_writer *w);
  * Return: 0; -EINVAL for NULL; -EPERM in a forked child.
  */
 int mring_flush(struct mring_writer *w);
+
+/**
+ * mring_set_hparams - store the run's hyperparameters in the segment
+ * @w: writer handle
+ * @json: one JSON object (RFC 8259), NUL-terminated, at most
+ *        MRING_HPARAMS_MAX (65536) bytes without the NUL
+ *
+ * Readers (mring_hparams_read(), `mring drain`'s hparams.yaml and
+ * TensorBoard hparams, `mring stat`, `mring serve`) get the text exactly
+ * as given.  Setting it again replaces it: a reader gets either the old
+ * or the new object whole, never a mix, also if the producer is killed
+ * while setting it.  Lightning's log_hyperparams() and Hugging Face's
+ * training arguments map onto it (the Python binding's w.hparams(dict)).
+ *
+ * Who may call: the writer's thread, at any time.  Cost: a validation
+ * pass and a copy of the text; the hot path never touches it.  Memory
+ * order: the text is published with a release store of the latch's
+ * sequence number, paired with the acquire load in mring_hparams_read().
+ *
+ * Return: 0; -EINVAL (NULL, or not exactly one JSON object: a top-level
+ * array or number, a trailing comma, a raw control character or invalid
+ * UTF-8 in a string, nesting deeper than 64), -E2BIG (over
+ * MRING_HPARAMS_MAX bytes), -EPERM (forked child).  Nothing is changed
+ * on an error.
+ */
+int mring_set_hparams(struct mring_writer *w, const char *json);
 
 /* Internal, do not call: the out-of-line halves of the inline hot path. */
 int __mring_writer_open(const char *path, const struct mring_config *cfg,
@@ -713,6 +740,27 @@ int mring_epoch_read(const struct mring_reader *r, int id, struct mring_stats *o
  * Return: 0; -EINVAL.
  */
 int mring_status_read(const struct mring_reader *r, struct mring_status *out);
+
+/**
+ * mring_hparams_read - the run's hyperparameters, as the producer set them
+ * @r: reader handle
+ * @buf: receives the JSON text, NUL-terminated
+ * @len: size of @buf; MRING_HPARAMS_MAX + 1 always suffices
+ *
+ * A consistent copy (two-copy latch, bounded retries) of the object the
+ * last mring_set_hparams() stored.  The text is checked again here (the
+ * segment is untrusted): what is returned is one JSON object.
+ *
+ * Who may call: any thread, concurrently (see above).  Progress:
+ * lock-free; bounded retries.
+ *
+ * Return: the text's length in bytes (without the NUL); -ENOENT (none
+ * set yet, or a format 2.0 segment, which has no room for them);
+ * -ERANGE (@len is not more than the length: nothing useful in @buf);
+ * -EAGAIN (replaced flat out during every attempt: retry); -EBADMSG (the
+ * segment holds a damaged text); -EINVAL.
+ */
+int mring_hparams_read(const struct mring_reader *r, char *buf, size_t len);
 
 /**
  * mring_strerror - describe an mring return code

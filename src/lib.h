@@ -44,7 +44,9 @@ static inline void _mring_unmap(void *map, size_t len)
 struct _mring_geom {
 	uint64_t metrics_offset;
 	uint64_t ring_offset;
-	uint64_t total_size;
+	uint64_t total_size;		/* end of the ring */
+	uint64_t hparams_size;		/* format 2.1: the area at total_size */
+	uint64_t file_size;		/* total_size + hparams_size */
 };
 
 /*
@@ -76,6 +78,7 @@ struct mring_reader {
 	struct _mring_shm_hdr *hdr;
 	struct _mring_shm_metric *metrics;
 	struct _mring_rec *ring;
+	struct _mring_shm_hparams *hparams;	/* NULL: a format 2.0 segment */
 	uint64_t capacity;
 	uint64_t mask;
 	uint32_t max_metrics;
@@ -101,6 +104,7 @@ int _mring_geom(uint64_t capacity, uint32_t max_metrics, struct _mring_geom *g);
 int _mring_ident_validate(const struct _mring_shm_ident *id, uint64_t file_size);
 int64_t _mring_now_ns(void);
 uint64_t _mring_proc_start(pid_t pid);
+int _mring_json_object_check(const char *s, size_t len);
 uint64_t _mring_written(const struct _mring_shm_hdr *h,
 			const struct _mring_rec *ring, uint64_t capacity);
 int _mring_latch_read(const struct _mring_shm_latch *l, struct mring_stats *out,

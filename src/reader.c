@@ -68,11 +68,15 @@ static int reader_map(struct mring_reader *r, uint64_t file_size)
 	ret = header_probe(r->fd, file_size, &r->id);
 	if (ret < 0)
 		return ret;
-	map = _mring_map(r->id.total_size, prot, r->fd);
+	/* a 2.1 segment's hyperparameters follow the ring (validated) */
+	r->map_size = r->id.abi_minor >= 1 ? r->id.hparams_offset + r->id.hparams_size :
+		      r->id.total_size;
+	map = _mring_map(r->map_size, prot, r->fd);
 	if (map == MAP_FAILED)
 		return -errno;
 	r->map = map;
-	r->map_size = r->id.total_size;
+	if (r->id.abi_minor >= 1)
+		r->hparams = (struct _mring_shm_hparams *)((char *)map + r->id.hparams_offset);
 	r->hdr = map;
 	r->capacity = r->id.capacity;
 	r->mask = r->capacity - 1;

@@ -192,6 +192,8 @@ int _mring_geom(uint64_t capacity, uint32_t max_metrics, struct _mring_geom *g)
 	g->ring_offset = align_up(g->metrics_offset +
 				  (uint64_t)max_metrics * _MRING_METRIC_STRIDE, PAGE);
 	g->total_size = align_up(g->ring_offset + capacity * _MRING_REC_SIZE, PAGE);
+	g->hparams_size = align_up(sizeof(struct _mring_shm_hparams), PAGE);
+	g->file_size = g->total_size + g->hparams_size;
 	return 0;
 }
 
@@ -216,6 +218,11 @@ int _mring_ident_validate(const struct _mring_shm_ident *h, uint64_t file_size)
 	    h->total_size != g.total_size)
 		return -EBADMSG;
 	if (h->total_size > file_size)
+		return -EBADMSG;
+	/* 2.1 added the hyperparameters past total_size; 2.0 has none */
+	if (h->abi_minor >= 1 && (h->hparams_offset != g.total_size ||
+				  h->hparams_size != g.hparams_size ||
+				  g.file_size > file_size))
 		return -EBADMSG;
 	if (h->on_full > MRING_FULL_WAIT)
 		return -EBADMSG;

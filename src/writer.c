@@ -224,6 +224,8 @@ static void header_init(struct mring_writer *w, const struct mring_config *c,
 	id->metrics_offset = g->metrics_offset;
 	id->ring_offset = g->ring_offset;
 	id->total_size = g->total_size;
+	id->hparams_offset = g->total_size;
+	id->hparams_size = g->hparams_size;
 	id->pid = getpid();
 	id->rank = c->rank;
 	id->pid_start = _mring_proc_start(id->pid);
@@ -316,12 +318,12 @@ MRING_API int __mring_writer_open(const char *path, const struct mring_config *c
 		goto err_unlink;
 	}
 	/* every page now: a sparse tmpfs file SIGBUSes the trainer when full */
-	ret = posix_fallocate(fd, 0, (off_t)g.total_size);
+	ret = posix_fallocate(fd, 0, (off_t)g.file_size);
 	if (ret) {
 		ret = -ret;
 		goto err_unlink;
 	}
-	map = mmap(NULL, g.total_size, PROT_READ | PROT_WRITE,
+	map = mmap(NULL, g.file_size, PROT_READ | PROT_WRITE,
 		   MAP_SHARED | MAP_POPULATE, fd, 0);
 	if (map == MAP_FAILED) {
 		ret = -errno;
@@ -330,7 +332,7 @@ MRING_API int __mring_writer_open(const char *path, const struct mring_config *c
 
 	w->fd = fd;
 	w->map = map;
-	w->map_size = g.total_size;
+	w->map_size = g.file_size;
 	w->hdr = map;
 	w->ring = (struct _mring_rec *)((char *)map + g.ring_offset);
 	w->capacity = c.capacity;

@@ -25,8 +25,10 @@ Test(writer, defaults_make_a_fully_allocated_0600_segment)
 	cr_expect(S_ISREG(sb.st_mode));
 	/* every byte allocated: no sparse page to SIGBUS on later */
 	cr_expect_geq((uint64_t)sb.st_blocks * 512, (uint64_t)sb.st_size);
-	/* 4 KiB header + 1024 metric slots of 512 B + 2^20 ring slots of 16 B */
-	cr_expect_eq((uint64_t)sb.st_size, 4096 + 1024 * 512 + (UINT64_C(1) << 20) * 16);
+	/* 4 KiB header + 1024 metric slots of 512 B + 2^20 ring slots of 16 B,
+	 * then the hyperparameters: 64 B and two 64 KiB copies, in pages */
+	cr_expect_eq((uint64_t)sb.st_size, 4096 + 1024 * 512 + (UINT64_C(1) << 20) * 16 +
+		     33 * 4096);
 
 	r = open_reader(name, MRING_OBSERVE);
 	CHECK_OK(mring_status_read(r, &st));

@@ -10,6 +10,9 @@
  *   0      header (4 KiB): identity, producer, drainer and loss lines
  *   4096   metrics: max_metrics slots of MRING_METRIC_STRIDE bytes
  *   ring   capacity slots of _MRING_REC_SIZE bytes (page aligned)
+ *   total_size  (format 2.1) the hyperparameters: a latch of two JSON
+ *          texts; past total_size, so 2.0 readers map and check
+ *          exactly what they always did
  *
  * Internal header: included by <mring.h>; the names are not API.
  */
@@ -23,10 +26,11 @@
 /* Bytes 0a 0d 'm' 'r' 'i' 'n' 'g' 0x8b in memory on a little-endian host. */
 #define _MRING_MAGIC		UINT64_C(0x8b676e69726d0d0a)
 #define _MRING_ABI_MAJOR	2
-#define _MRING_ABI_MINOR	0
+#define _MRING_ABI_MINOR	1
 #define _MRING_HDR_SIZE		4096u
 #define _MRING_REC_SIZE		16u
 #define _MRING_METRIC_STRIDE	512u
+#define _MRING_HPARAMS_MAX	65536u	/* MRING_HPARAMS_MAX */
 #define _MRING_NO_METRIC	0xffffu
 #define _MRING_LOCK_PRODUCER	0	/* file byte locked by the producer */
 #define _MRING_LOCK_DRAINER	1	/* file byte locked by the drainer */
@@ -142,6 +146,23 @@ struct _mring_shm_ident {
 	uint32_t on_full;
 	uint32_t cfg_flags;
 	char run[64];			/* NUL-terminated run name */
+	/* format 2.1; 0 in a 2.0 segment */
+	uint64_t hparams_offset;	/* == total_size */
+	uint64_t hparams_size;		/* bytes, page aligned */
+};
+
+/*
+ * Hyperparameters (format 2.1): one JSON object of at most
+ * _MRING_HPARAMS_MAX bytes, set by the producer at any time.  A two-copy
+ * latch (mring/latch.h) like the statistics: the producer writes the
+ * copy seq + 1 selects (len, then the text as 8-byte words, zero
+ * padded), then publishes seq + 1; seq 0: never set.
+ */
+struct _mring_shm_hparams {
+	_mring_u64 seq;
+	_mring_u64 len[2];		/* bytes of JSON text in each copy */
+	_mring_u64 pad[5];
+	_mring_u64 text[2][_MRING_HPARAMS_MAX / 8];
 };
 
 /* Loss latch: dropped total, drops not yet in a LOST record, and the
@@ -196,6 +217,7 @@ _MRING_STATIC_ASSERT(offsetof(struct _mring_shm_hdr, state) == 256, "producer li
 _MRING_STATIC_ASSERT(offsetof(struct _mring_shm_hdr, tail) == 384, "drainer line");
 _MRING_STATIC_ASSERT(offsetof(struct _mring_shm_hdr, loss) == 512, "loss line");
 _MRING_STATIC_ASSERT(sizeof(struct _mring_shm_ident) <= 248, "identity fits");
+_MRING_STATIC_ASSERT(_MRING_HPARAMS_MAX % 8 == 0, "hparams in words");
 _MRING_STATIC_ASSERT(offsetof(struct _mring_shm_metric, live) == 128, "live latch");
 _MRING_STATIC_ASSERT(offsetof(struct _mring_shm_hdr, dpos) == 400, "drain position");
 

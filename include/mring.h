@@ -386,6 +386,10 @@ void __mring_stats_publish(struct mring_writer *w);
  * of a segment: a match is evidence, not proof. */
 uint64_t __mring_producer_start(const struct mring_reader *r);
 uint64_t __mring_proc_start(int pid);
+/* mring watch: move an observer to the newest @keep slots when it is
+ * further behind; the slots skipped (>= 0), -EINVAL for a drainer.
+ * Nothing is reported for them: the caller knows. */
+int64_t __mring_observe_skip(struct mring_reader *r, uint64_t keep);
 /* CLOCK_REALTIME in ns (vDSO): out of line so that mring.h compiles
  * under strict -std=c11, where <time.h> has no clock_gettime. */
 int64_t __mring_clock_ns(void);

@@ -565,3 +565,20 @@ MRING_API uint64_t __mring_proc_start(int pid)
 {
 	return _mring_proc_start((pid_t)pid);
 }
+
+MRING_API int64_t __mring_observe_skip(struct mring_reader *r, uint64_t keep)
+{
+	uint64_t written, to;
+
+	if (!r || r->flags != MRING_OBSERVE)
+		return -EINVAL;
+	written = _mring_written(r->hdr, r->ring, r->capacity);
+	if (written <= keep || (to = written - keep) <= r->pos)
+		return 0;
+	/* as after a lap: the values up to the next STEP or CTX have no
+	 * context and are reported lost */
+	to -= r->pos;
+	r->pos += to;
+	r->ctx.known = false;
+	return (int64_t)to;
+}

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -101,14 +102,18 @@ class Producer:
 class Watcher:
     """`mring watch` with its stdout lines collected as they arrive."""
 
-    def __init__(self, env, *args):
+    def __init__(self, env, *args, fd_limit=None):
         self.lines = []		# (arrival time.monotonic(), text)
         self.cv = threading.Condition()
         self.err_path = os.path.join(env.dir, "watch-%d.err" % len(env.procs))
         self.err = open(self.err_path, "w")
+        limit = None
+        if fd_limit:
+            def limit():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
         self.p = subprocess.Popen([ARGS.mring, "watch", "--interval", "0.05"] + list(args),
                                   env=env.env, stdout=subprocess.PIPE, stderr=self.err,
-                                  text=True, bufsize=1)
+                                  text=True, bufsize=1, preexec_fn=limit)
         env.procs.append(self.p)
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()
@@ -468,6 +473,8 @@ def test_dump_flight_recorder(env):
 
 def test_corrupt_removed_and_100(env):
     w = Watcher(env, "--nan", "--crash", "many*")
+    # one more, with too few descriptors for 100 segments (hard limit)
+    few = Watcher(env, "--stall", "0.5", "many*", fd_limit=48)
     ps = [Producer(env, "many%03d" % i, capacity=256) for i in range(100)]
     for p in ps:
         p.metric("loss")
@@ -496,6 +503,22 @@ def test_corrupt_removed_and_100(env):
     _, d = w.wait_for(is_alert("crash", segment=ps[50].path), timeout=10)
     check("100 segments: a crash among them reported", d is not None, w.alerts())
     check("100 segments: the watcher still runs", w.p.poll() is None)
+    # the producers idle: every segment few can watch stalls, once each
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and \
+            len({a["segment"] for a in few.alerts(event="alert")}) < 20:
+        few.wait_for(lambda d: False, timeout=0.1)
+    # a watcher that forgot its segments alerted them again within
+    # a few polls (21 times each in 5 s): give it 2 s to do so
+    few.wait_for(lambda d: False, timeout=2)
+    few.stop()
+    stalls = [a["segment"] for a in few.alerts(event="alert", rule="stall")]
+    forgot = [x for x in few.stderr().splitlines() if "removed" in x and "many001" not in x]
+    check("out of descriptors: segments watched, each alerted once, never forgotten",
+          len(set(stalls)) >= 20 and len(stalls) == len(set(stalls)) and not forgot,
+          (len(stalls), len(set(stalls)), forgot[:3]))
+    check("out of descriptors: said once on stderr",
+          few.stderr().count("not watched until descriptors are free") == 1, few.stderr())
     for p in ps:
         if p.p.poll() is None:
             p.close()

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -128,6 +129,7 @@ struct watch {
 	uint64_t tick;
 	int64_t start_ns;	/* when the watcher started (CLOCK_REALTIME) */
 	bool waiting_said;
+	bool fd_said;		/* out of descriptors: said once */
 };
 
 static volatile sig_atomic_t watch_stop;
@@ -205,6 +207,7 @@ static bool same_file(const struct stat *a, const struct timespec *mtime, const 
 
 static void seg_open(struct watch *w, struct wseg *s)
 {
+	struct mring_status st;
 	struct stat sb;
 	char why[4400];
 	int ret;
@@ -217,6 +220,14 @@ static void seg_open(struct watch *w, struct wseg *s)
 	ret = mring_reader_open(s->path, MRING_OBSERVE, &s->r);
 	if (ret == -EAGAIN)
 		return;		/* being created: next poll */
+	if (ret == -EMFILE || ret == -ENFILE || ret == -ENOMEM) {
+		s->r = NULL;	/* ours to fix, not the file's: next poll */
+		if (!w->fd_said)
+			fprintf(stderr, "mring watch: %s: %s; some segments are not watched "
+				"until descriptors are free\n", s->path, strerror(-ret));
+		w->fd_said = true;
+		return;
+	}
 	s->dev = sb.st_dev;
 	s->ino = sb.st_ino;
 	s->size = sb.st_size;
@@ -230,26 +241,45 @@ static void seg_open(struct watch *w, struct wseg *s)
 	}
 	s->open_err = 0;
 	s->spt = -1;
-	(void)w;
+	if (mring_status_read(s->r, &st) == 0)
+		fprintf(stderr, "mring watch: watching %s (run %s, rank %d, pid %d, %s)\n",
+			s->path, st.run, st.rank, st.pid, producer_state(&st));
 }
 
+static int seg_cmp_path(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct wseg *)elem)->path);
+}
+
+/* The segment at @path, added in path order if new; NULL: no memory. */
 static struct wseg *seg_find_or_add(struct watch *w, const char *path)
 {
 	struct wseg *p;
+	int lo = 0, hi = w->nsegs;
 
-	for (int i = 0; i < w->nsegs; i++)
-		if (!strcmp(w->segs[i].path, path))
-			return &w->segs[i];
+	p = bsearch(path, w->segs, (size_t)w->nsegs, sizeof(*w->segs), seg_cmp_path);
+	if (p)
+		return p;
+	while (lo < hi) {		/* where it goes */
+		int mid = (lo + hi) / 2;
+
+		if (strcmp(w->segs[mid].path, path) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	p = realloc(w->segs, (size_t)(w->nsegs + 1) * sizeof(*p));
 	if (!p)
 		return NULL;
 	w->segs = p;
-	p = &w->segs[w->nsegs];
+	memmove(&p[lo + 1], &p[lo], (size_t)(w->nsegs - lo) * sizeof(*p));
+	p = &w->segs[lo];
 	memset(p, 0, sizeof(*p));
 	p->path = strdup(path);
-	if (!p->path)
+	if (!p->path) {
+		memmove(p, p + 1, (size_t)(w->nsegs - lo) * sizeof(*p));
 		return NULL;
-	p->base = strrchr(p->path, '/') ? strrchr(p->path, '/') + 1 : p->path;
+	}
 	w->nsegs++;
 	return p;
 }
@@ -278,7 +308,12 @@ static void rescan(struct watch *w)
 	for (int i = 0; i < w->nsegs;) {
 		struct wseg *s = &w->segs[i];
 
-		if (!s->keep) {
+		/*
+		 * Not matched: gone, unless the expansion itself failed (glob
+		 * sees no directory without a free descriptor): a file that
+		 * is still there is still watched.
+		 */
+		if (!s->keep && stat(s->path, &sb) < 0) {
 			if (s->r)
 				fprintf(stderr, "mring watch: %s: removed; no longer watched\n",
 					s->path);
@@ -288,6 +323,7 @@ static void rescan(struct watch *w)
 			w->nsegs--;
 			continue;
 		}
+		s->base = strrchr(s->path, '/') ? strrchr(s->path, '/') + 1 : s->path;
 		if (s->r && (stat(s->path, &sb) < 0 || sb.st_ino != s->ino ||
 			     sb.st_dev != s->dev || sb.st_size < s->size)) {
 			fprintf(stderr, "mring watch: %s: replaced; watching the new file\n",
@@ -408,17 +444,24 @@ static void nan_value(struct watch *w, struct wseg *s, struct wmetric *m,
  * Read the new ring records.  The first poll reads the ring's history
  * without alerting for what ended before the watcher came; a non-finite
  * run still going then is alerted once, with its first step.  Bounded:
- * at most a ring's worth per poll, so a producer writing flat out cannot
- * keep the watcher here.
+ * at most WATCH_RING_KEEP slots per poll (the history: a ring's worth),
+ * so a producer writing flat out cannot keep the watcher here.
  */
 static void ring_read(struct watch *w, struct wseg *s)
 {
 	struct mring_event ev[READ_BATCH];
-	uint64_t budget = s->st.capacity + READ_BATCH;
+	uint64_t budget = (s->caught_up ? WATCH_RING_KEEP : s->st.capacity) + READ_BATCH;
 	int n;
 
 	if (s->ring_bad || !w->o.nan)
 		return;
+	/*
+	 * Further behind than one poll's reading: go to the newest slots.
+	 * Reading a flat-out producer's whole ring at every poll cost it
+	 * ~5% (bench/watch.py); what is skipped is the statistics' part.
+	 */
+	if (s->caught_up && __mring_observe_skip(s->r, WATCH_RING_KEEP) > 0)
+		s->overrun_tick = w->tick;
 	do {
 		n = mring_read(s->r, ev, READ_BATCH);
 		if (n < 0) {
@@ -928,6 +971,18 @@ static bool all_done(const struct watch *w)
 	return watched > 0;
 }
 
+/* One descriptor per segment: as many as the hard limit allows (the
+ * usual soft limit of 1024 would cap a watcher near 1,000 segments). */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 static void sleep_until(double t)
 {
 	double d = t - now_mono();
@@ -959,6 +1014,7 @@ int cmd_watch(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 	w.start_ns = now_real_ns();
 	next = now_mono();
 	while (!watch_stop) {

@@ -22,6 +22,7 @@
 #define WATCH_RATE_WINDOW_S	5.0	/* --lag-factor: time per step over this window */
 #define WATCH_RATE_MIN_S	1.0	/* ... and over at least this much history */
 #define WATCH_HIST		64	/* samples kept for it (power of two) */
+#define WATCH_RING_KEEP		(1u << 18)	/* ring slots read per segment per poll */
 #define WATCH_STOP_WAIT_S	5.0	/* stopped: how long children get to finish */
 
 enum thr_kind { THR_ABOVE, THR_BELOW, THR_SPIKE };

@@ -585,6 +585,75 @@ static PyObject *Writer_flush(WriterObject *self, PyObject *unused)
 	return writer_call(self, "flush", mring_flush);
 }
 
+/* json.<fn>(arg, **kw) */
+static PyObject *json_call(const char *fn, PyObject *arg, PyObject *kw)
+{
+	PyObject *json = PyImport_ImportModule("json"), *f, *r = NULL;
+
+	if (!json)
+		return NULL;
+	f = PyObject_GetAttrString(json, fn);
+	Py_DECREF(json);
+	if (f) {
+		PyObject *args = PyTuple_Pack(1, arg);
+
+		if (args)
+			r = PyObject_Call(f, args, kw);
+		Py_XDECREF(args);
+		Py_DECREF(f);
+	}
+	return r;
+}
+
+/*
+ * w.hparams(obj): a dict (or anything json.dumps takes; values it cannot
+ * encode become str(value), as Lightning's save_hparams_to_yaml does for
+ * a Namespace's odd members), or a str holding one JSON object.
+ */
+static PyObject *Writer_hparams(WriterObject *self, PyObject *obj)
+{
+	PyObject *text, *kw;
+	const char *utf8;
+	int rc;
+
+	if (!writer_usable(self, "hparams"))
+		return NULL;
+	if (PyUnicode_Check(obj)) {
+		text = Py_NewRef(obj);
+	} else {
+		PyObject *str = (PyObject *)&PyUnicode_Type;
+
+		kw = Py_BuildValue("{s:O,s:O,s:O}", "allow_nan", Py_False, "default", str,
+				   "ensure_ascii", Py_False);
+		if (!kw)
+			return NULL;
+		text = json_call("dumps", obj, kw);
+		Py_DECREF(kw);
+		if (!text)
+			return NULL;	/* ValueError for NaN/Inf: JSON has none */
+	}
+	utf8 = PyUnicode_AsUTF8(text);
+	if (!utf8) {
+		Py_DECREF(text);
+		return NULL;
+	}
+	rc = mring_set_hparams(self->w, utf8);
+	Py_DECREF(text);
+	if (rc == -E2BIG) {
+		PyErr_Format(PyExc_ValueError, "hparams: %zd bytes of JSON; at most %d",
+			     (Py_ssize_t)strlen(utf8), MRING_HPARAMS_MAX);
+		return NULL;
+	}
+	if (rc == -EINVAL) {
+		PyErr_SetString(PyExc_ValueError, "hparams: not one JSON object (a dict, or "
+				"a str holding one)");
+		return NULL;
+	}
+	if (rc < 0)
+		return set_error(rc, CTX_WRITE, "hparams", NULL);
+	Py_RETURN_NONE;
+}
+
 static inline int log_one(WriterObject *wr, int id, double v, double wt, int weighted)
 {
 	struct mring_writer *w = wr->w;
@@ -763,6 +832,8 @@ static PyMethodDef Writer_methods[] = {
 	 "flush(): publish the live statistics now (step() does it too)"},
 	{"log", (PyCFunction)(void (*)(void))Writer_log, METH_FASTCALL | METH_KEYWORDS,
 	 "log(metrics: dict, step=None): log a dict of values (HF Trainer.log style)"},
+	{"hparams", (PyCFunction)Writer_hparams, METH_O,
+	 "hparams(dict or JSON str): store the run's hyperparameters (<= 64 KiB of JSON)"},
 	{"close", (PyCFunction)Writer_close, METH_NOARGS, "close the run cleanly"},
 	{"__enter__", (PyCFunction)Writer_enter, METH_NOARGS, NULL},
 	{"__exit__", (PyCFunction)(void (*)(void))Writer_exit, METH_FASTCALL, NULL},
@@ -1360,6 +1431,36 @@ static PyObject *Reader_status(ReaderObject *self, PyObject *unused)
 	return d;
 }
 
+/* r.hparams(): the dict the producer stored, or None. */
+static PyObject *Reader_hparams(ReaderObject *self, PyObject *unused)
+{
+	PyObject *text, *obj;
+	char *buf;
+	int rc;
+
+	if (!reader_usable(self))
+		return NULL;
+	buf = PyMem_Malloc(MRING_HPARAMS_MAX + 1);
+	if (!buf)
+		return PyErr_NoMemory();
+	rc = mring_hparams_read(self->r, buf, MRING_HPARAMS_MAX + 1);
+	if (rc == -ENOENT) {
+		PyMem_Free(buf);
+		Py_RETURN_NONE;
+	}
+	if (rc < 0) {
+		PyMem_Free(buf);
+		return set_error(rc, CTX_READ, "hparams", NULL);
+	}
+	text = PyUnicode_DecodeUTF8(buf, rc, "strict");
+	PyMem_Free(buf);
+	if (!text)
+		return NULL;
+	obj = json_call("loads", text, NULL);
+	Py_DECREF(text);
+	return obj;
+}
+
 static PyObject *Reader_get_closed(ReaderObject *self, void *c)
 {
 	return PyBool_FromLong(self->r == NULL);
@@ -1377,6 +1478,8 @@ static PyMethodDef Reader_methods[] = {
 	{"epoch", (PyCFunction)Reader_epoch, METH_O,
 	 "epoch(metric) -> dict of the last completed epoch, or None"},
 	{"status", (PyCFunction)Reader_status, METH_NOARGS, "status() -> dict"},
+	{"hparams", (PyCFunction)Reader_hparams, METH_NOARGS,
+	 "hparams() -> the producer's hyperparameters (a dict), or None"},
 	{"close", (PyCFunction)Reader_close, METH_NOARGS, "detach"},
 	{"__enter__", (PyCFunction)Reader_enter, METH_NOARGS, NULL},
 	{"__exit__", (PyCFunction)(void (*)(void))Reader_exit, METH_FASTCALL, NULL},

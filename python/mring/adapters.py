@@ -113,11 +113,28 @@ class MringCallback:
             self._w.close()
         return None
 
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        """Store the training arguments and the model's config as the run's
+        hyperparameters, as the Trainer's own integrations do: the
+        arguments' to_dict() (or vars()), plus "model_config" when the
+        model has a config with to_dict()."""
+        if not self._active(state):
+            return None
+        hp = {}
+        if args is not None:
+            hp.update(args.to_dict() if hasattr(args, "to_dict") else vars(args))
+        config = getattr(model, "config", None)
+        if config is not None and hasattr(config, "to_dict"):
+            hp["model_config"] = config.to_dict()
+        if hp:
+            self.writer.hparams(hp)
+        return None
+
     def _noop(self, args, state, control, **kwargs):
         return None
 
     # every other TrainerCallback event: nothing to do
-    on_init_end = on_train_begin = on_epoch_begin = _noop
+    on_init_end = on_epoch_begin = _noop
     on_step_begin = on_pre_optimizer_step = on_optimizer_step = _noop
     on_substep_end = on_step_end = on_evaluate = on_predict = _noop
     on_save = on_prediction_step = _noop
@@ -199,11 +216,15 @@ class MringLogger:
             self._dirty = True
 
     def log_hyperparams(self, params, *args, **kwargs):
+        """Lightning's log_hyperparams(params): a dict or a Namespace.  The
+        union of every call is stored in the segment (Writer.hparams), so
+        `mring drain --csv` writes hparams.yaml as CSVLogger does."""
         if params is None:
             return
         if not isinstance(params, dict):
             params = vars(params) if hasattr(params, "__dict__") else dict(params)
         self.hparams.update(params)
+        self._w.hparams(self.hparams)
 
     def log_graph(self, model, input_array=None):
         return None

@@ -242,3 +242,27 @@ def test_as_lightning_without_lightning_is_the_plain_logger(monkeypatch):
     lg = MringLogger.as_lightning("pl4", capacity=256)
     assert type(lg) is MringLogger
     lg.finalize("success")
+
+
+def test_lightning_log_hyperparams_and_hf_train_begin():
+    with mring.Writer("hpl", capacity=256, replace=True) as w:
+        r = mring.Reader("hpl")
+        lg = MringLogger(w)
+        lg.log_hyperparams(types.SimpleNamespace(lr=0.1, batch_size=32))
+        lg.log_hyperparams({"optimizer": "adam"})
+        assert r.hparams() == {"lr": 0.1, "batch_size": 32, "optimizer": "adam"}
+
+        class Args:
+            def to_dict(self):
+                return {"learning_rate": 5e-5, "num_train_epochs": 3}
+
+        class Config:
+            def to_dict(self):
+                return {"hidden_size": 768}
+
+        cb = MringCallback(w)
+        state = types.SimpleNamespace(global_step=0, is_world_process_zero=True)
+        cb.on_train_begin(Args(), state, None, model=types.SimpleNamespace(config=Config()))
+        assert r.hparams() == {"learning_rate": 5e-5, "num_train_epochs": 3,
+                               "model_config": {"hidden_size": 768}}
+        r.close()

@@ -498,3 +498,28 @@ def test_default_run_name_is_cut_between_characters(mring_dir):
     with mring.Writer("a" * 62 + "\u00e9xyz", capacity=64):
         with mring.Reader("a" * 62 + "\u00e9xyz") as r:
             assert r.status()["run"] == "a" * 62
+
+
+def test_hparams_round_trip_and_errors():
+    with mring.Writer("hp", capacity=64, replace=True) as w:
+        r = mring.Reader("hp")
+        assert r.hparams() is None
+        hp = {"lr": 3e-4, "layers": [12, 12], "name": "bert-é", "nested": {"a": None, "b": True}}
+        w.hparams(hp)
+        assert r.hparams() == hp
+        # a Namespace member json cannot encode is stored as its str()
+        w.hparams({"dtype": complex(1, 2)})
+        assert r.hparams() == {"dtype": "(1+2j)"}
+        w.hparams('{"from": "text"}')
+        assert r.hparams() == {"from": "text"}
+        for bad in ("[1, 2]", "{", "not json", '{"a": NaN}'):
+            with pytest.raises(ValueError, match="not one JSON object"):
+                w.hparams(bad)
+        with pytest.raises(ValueError):
+            w.hparams({"lr": float("nan")})          # JSON has no NaN
+        with pytest.raises(ValueError, match="at most 65536"):
+            w.hparams({"k": "x" * 70000})
+        with pytest.raises(ValueError, match="not one JSON object"):
+            w.hparams([1, 2])                        # a list is not an object
+        assert r.hparams() == {"from": "text"}       # every refusal kept the last
+        r.close()

@@ -61,7 +61,7 @@ _mring()
 		esac ;;
 	top)	opts="--all-users --help" ;;
 	rm)	opts="--force --help" ;;
-	stat)	opts="--help" ;;
+	stat)	opts="--hparams --help" ;;
 	ls)
 		mapfile -t COMPREPLY < <(compgen -d -- "$cur")
 		return ;;

@@ -26,7 +26,7 @@ got=$(complete_words mring "")
 [ "$(complete_words mring d)" = "drain " ] || fail "mring d"
 
 # every option a subcommand's --help mentions is offered, and nothing else
-for cmd in drain serve top rm watch; do
+for cmd in drain serve top rm watch stat; do
 	want=$({ "$mring" "$cmd" --help; echo --help; } | grep -o -- '--[a-z][a-z-]*' |
 		sort -u | tr '\n' ' ')
 	got=$(complete_words mring "$cmd" --)

@@ -23,7 +23,7 @@ static const char usage[] =
 	"\n"
 	"  drain [OPTIONS] SEGMENT...   drain rings into JSONL, CSV, TensorBoard\n"
 	"  ls [DIR]                     list segments (default $MRING_DIR or /dev/shm)\n"
-	"  stat SEGMENT                 status and every metric of a segment\n"
+	"  stat [--hparams] SEGMENT     status, hyperparameters and every metric\n"
 	"  rm [--force] SEGMENT...      remove segments whose producer is gone\n"
 	"  top [SEGMENT|GLOB]...        live full-screen view of segments and metrics\n"
 	"  serve [OPTIONS] [SEGMENT]... Prometheus /metrics endpoint (default 127.0.0.1:9464)\n"
@@ -336,17 +336,48 @@ static void stat_metric(struct mring_reader *r, int id)
 	       epv);
 }
 
+/* The hyperparameters: a line of the status (cut), or the whole text. */
+static int stat_hparams(struct mring_reader *r, bool whole)
+{
+	static char text[MRING_HPARAMS_MAX + 1];
+	int n = mring_hparams_read(r, text, sizeof(text));
+
+	if (whole) {
+		if (n < 0)
+			return n;
+		printf("%s\n", text);
+		return 0;
+	}
+	if (n == -ENOENT)
+		printf("hparams none\n");
+	else if (n < 0)
+		printf("hparams unreadable: %s\n", mring_strerror(n));
+	else if (n <= 160)
+		printf("hparams %s\n", text);
+	else
+		printf("hparams %.150s... (%d bytes; `mring stat --hparams` prints them whole)\n",
+		       text, n);
+	return 0;
+}
+
 int cmd_stat(int argc, char **argv)
 {
+	bool hparams = argc == 3 && !strcmp(argv[1], "--hparams");
 	struct mring_reader *r;
 	struct mring_status st;
 	int ret, n;
 
+	if (hparams) {
+		argv++;
+		argc--;
+	}
 	if (wants_help(argc, argv) || argc != 2) {
 		fprintf(argc != 2 ? stderr : stdout,
-			"usage: mring stat SEGMENT\n"
-			"The segment's status, then every metric with its live epoch\n"
-			"statistics and its last completed epoch value.\n");
+			"usage: mring stat [--hparams] SEGMENT\n"
+			"The segment's status and hyperparameters, then every metric with\n"
+			"its live epoch statistics and its last completed epoch value.\n"
+			"--hparams: only the hyperparameters, the JSON object as stored\n"
+			"(exit 1 when none were set).\n");
 		return argc != 2 ? EXIT_USAGE : 0;
 	}
 	ret = mring_reader_open(argv[1], MRING_OBSERVE, &r);
@@ -357,6 +388,14 @@ int cmd_stat(int argc, char **argv)
 			seg_open_error(argv[1], ret, why, sizeof(why)));
 		return EXIT_USAGE;
 	}
+	if (hparams) {
+		ret = stat_hparams(r, true);
+		mring_reader_close(r);
+		if (ret < 0)
+			fprintf(stderr, "mring stat: %s: %s\n", argv[1], ret == -ENOENT ?
+				"no hyperparameters set" : mring_strerror(ret));
+		return ret < 0 ? EXIT_USAGE : 0;
+	}
 	mring_status_read(r, &st);
 	printf("run %s  rank %d  pid %d  %s\n", st.run, st.rank, st.pid, producer_state(&st));
 	printf("step %llu  epoch %u  capacity %llu  written %llu  read %llu  dropped %llu  "
@@ -365,6 +404,7 @@ int cmd_stat(int argc, char **argv)
 	       (unsigned long long)st.written, (unsigned long long)st.read,
 	       (unsigned long long)st.dropped, (unsigned long long)st.overwritten,
 	       st.drainer ? "attached" : "none");
+	stat_hparams(r, false);
 	n = mring_metric_count(r);
 	printf("%4s %-28s %-20s %10s %6s %12s %12s %12s %12s %s\n", "ID", "METRIC", "FLAGS",
 	       "COUNT", "NONFIN", "LAST", "EPOCH-NOW", "MIN", "MAX", "LAST-EPOCH");

@@ -306,6 +306,7 @@ struct ssnap {
 	struct mring_status st;
 	int nm;
 	struct msnap *m;
+	char *hparams;		/* the JSON object, or NULL */
 };
 
 struct snap {
@@ -315,8 +316,10 @@ struct snap {
 
 static void snap_free(struct snap *sn)
 {
-	for (int i = 0; i < sn->n; i++)
+	for (int i = 0; i < sn->n; i++) {
 		free(sn->s[i].m);
+		free(sn->s[i].hparams);
+	}
 	free(sn->s);
 }
 
@@ -331,12 +334,26 @@ static int read_retry(int (*fn)(const struct mring_reader *, int, struct mring_s
 	return ret;
 }
 
+/* The segment's hyperparameters, or NULL (none, unreadable, no memory). */
+static char *hparams_copy(const struct mring_reader *r)
+{
+	char *text = malloc(MRING_HPARAMS_MAX + 1);
+	int n = text ? mring_hparams_read(r, text, MRING_HPARAMS_MAX + 1) : -ENOMEM;
+
+	if (n < 0) {
+		free(text);
+		return NULL;
+	}
+	return text;
+}
+
 static int snap_one(struct ssnap *ss, struct seg *s)
 {
 	memset(ss, 0, sizeof(*ss));
 	snprintf(ss->seg, sizeof(ss->seg), "%s", s->name);
 	if (mring_status_read(s->r, &ss->st) < 0)
 		return -1;
+	ss->hparams = hparams_copy(s->r);
 	ss->nm = mring_metric_count(s->r);
 	if (ss->nm < 0)
 		ss->nm = 0;
@@ -438,8 +455,8 @@ static void family(struct buf *b, const char *name, const char *type, const char
 	buf_fmt(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void labels(struct buf *b, const char *name, const struct ssnap *ss,
-		   const struct msnap *m)
+/* NAME{segment="...",run="...",rank="N" : the caller adds and closes */
+static void labels_open(struct buf *b, const char *name, const struct ssnap *ss)
 {
 	buf_puts(b, name);
 	buf_puts(b, "{segment=\"");
@@ -447,6 +464,12 @@ static void labels(struct buf *b, const char *name, const struct ssnap *ss,
 	buf_puts(b, "\",run=\"");
 	buf_label(b, ss->st.run);
 	buf_fmt(b, "\",rank=\"%d\"", (int)ss->st.rank);
+}
+
+static void labels(struct buf *b, const char *name, const struct ssnap *ss,
+		   const struct msnap *m)
+{
+	labels_open(b, name, ss);
 	if (m) {
 		buf_puts(b, ",metric=\"");
 		buf_label(b, m->name);
@@ -590,6 +613,156 @@ static void emit_met_field(struct buf *b, const struct snap *sn, enum met_field 
 	}
 }
 
+/*
+ * mring_hparam_info: one series per top-level member of the object,
+ * {name="KEY", value="VALUE"} 1, VALUE being a string's text or any
+ * other value's JSON, cut at HPARAM_LABEL_MAX bytes.  The text was
+ * validated by the library (one JSON object), so a scanner suffices.
+ */
+#define HPARAM_LABEL_MAX 256
+
+static const char *json_skip_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	return p;
+}
+
+/* The string at @p (at its quote) decoded into @out; returns the end. */
+static const char *json_string(const char *p, struct buf *out)
+{
+	for (p++; *p && *p != '"'; p++) {
+		unsigned cp;
+
+		if (*p != '\\') {
+			buf_putc(out, *p);
+			continue;
+		}
+		p++;
+		switch (*p) {
+		case 'b': buf_putc(out, '\b'); continue;
+		case 'f': buf_putc(out, '\f'); continue;
+		case 'n': buf_putc(out, '\n'); continue;
+		case 'r': buf_putc(out, '\r'); continue;
+		case 't': buf_putc(out, '\t'); continue;
+		case 'u': break;
+		default: buf_putc(out, *p); continue;
+		}
+		sscanf(p + 1, "%4x", &cp);
+		p += 4;
+		if (cp >= 0xd800 && cp < 0xdc00 && p[1] == '\\' && p[2] == 'u') {
+			unsigned lo = 0;
+
+			sscanf(p + 3, "%4x", &lo);
+			if (lo >= 0xdc00 && lo < 0xe000) {
+				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+				p += 6;
+			}
+		}
+		if (cp >= 0xd800 && cp < 0xe000)
+			cp = 0xfffd;	/* a lone surrogate */
+		if (cp < 0x80) {
+			buf_putc(out, (char)cp);
+		} else if (cp < 0x800) {
+			buf_putc(out, (char)(0xc0 | cp >> 6));
+			buf_putc(out, (char)(0x80 | (cp & 0x3f)));
+		} else if (cp < 0x10000) {
+			buf_putc(out, (char)(0xe0 | cp >> 12));
+			buf_putc(out, (char)(0x80 | (cp >> 6 & 0x3f)));
+			buf_putc(out, (char)(0x80 | (cp & 0x3f)));
+		} else {
+			buf_putc(out, (char)(0xf0 | cp >> 18));
+			buf_putc(out, (char)(0x80 | (cp >> 12 & 0x3f)));
+			buf_putc(out, (char)(0x80 | (cp >> 6 & 0x3f)));
+			buf_putc(out, (char)(0x80 | (cp & 0x3f)));
+		}
+	}
+	buf_putc(out, '\0');
+	return *p ? p + 1 : p;
+}
+
+/* The end of the (non-string) value at @p: nested brackets and strings skipped. */
+static const char *json_value_end(const char *p)
+{
+	int depth = 0;
+
+	for (; *p; p++) {
+		if (*p == '"') {
+			for (p++; *p && *p != '"'; p++)
+				if (*p == '\\' && p[1])
+					p++;
+		} else if (*p == '{' || *p == '[') {
+			depth++;
+		} else if (*p == '}' || *p == ']') {
+			if (!depth)
+				return p;
+			depth--;
+		} else if (*p == ',' && !depth) {
+			return p;
+		}
+	}
+	return p;
+}
+
+/* Cut @v to HPARAM_LABEL_MAX bytes at a UTF-8 character boundary. */
+static void label_cut(char *v)
+{
+	size_t n = strlen(v);
+
+	if (n <= HPARAM_LABEL_MAX)
+		return;
+	n = HPARAM_LABEL_MAX;
+	while (n && ((unsigned char)v[n] & 0xc0) == 0x80)
+		n--;
+	v[n] = '\0';
+}
+
+static void emit_hparams(struct buf *b, const struct snap *sn)
+{
+	family(b, "mring_hparam_info", "gauge",
+	       "The producer's hyperparameters, one series per top-level key: name and value "
+	       "(a string's text, or JSON; cut at 256 bytes). Always 1.");
+	for (int i = 0; i < sn->n; i++) {
+		const char *p = sn->s[i].hparams;
+		struct buf key = { 0 }, val = { 0 };
+
+		if (!p)
+			continue;
+		p = json_skip_ws(p) + 1;	/* past '{' */
+		for (p = json_skip_ws(p); *p == '"'; p = json_skip_ws(p)) {
+			const char *end;
+
+			key.len = val.len = 0;
+			p = json_skip_ws(json_string(p, &key));
+			p = json_skip_ws(p + 1);	/* past ':' */
+			if (*p == '"') {
+				end = json_string(p, &val);
+			} else {
+				end = json_value_end(p);
+				while (end > p && strchr(" \t\r\n", end[-1]))
+					end--;
+				buf_put(&val, p, (size_t)(end - p));
+				buf_putc(&val, '\0');
+			}
+			if (key.oom || val.oom)
+				break;
+			label_cut(key.p);
+			label_cut(val.p);
+			labels_open(b, "mring_hparam_info", &sn->s[i]);
+			buf_puts(b, ",name=\"");
+			buf_label(b, key.p);
+			buf_puts(b, "\",value=\"");
+			buf_label(b, val.p);
+			buf_puts(b, "\"} 1\n");
+			p = json_skip_ws(end);
+			if (*p == ',')
+				p++;
+		}
+		buf_free(&key);
+		buf_free(&val);
+	}
+}
+
 static int render(struct buf *b)
 {
 	struct snap sn;
@@ -600,6 +773,7 @@ static int render(struct buf *b)
 			emit_seg_field(b, &sn, (enum seg_field)f);
 		for (int f = M_VALUE; f <= M_NONFINITE; f++)
 			emit_met_field(b, &sn, (enum met_field)f);
+		emit_hparams(b, &sn);
 		family(b, "mring_serve_segments", "gauge", "Segments attached by mring serve.");
 		buf_fmt(b, "mring_serve_segments %d\n", sn.n);
 	}

@@ -101,6 +101,10 @@ extern "C" {
 #define MRING_EV_EPOCH_WEIGHT 6	/* right after a MEAN metric's EPOCH_VALUE:
 				 * its epoch weight (sum of weights), so that
 				 * readers can combine ranks exactly */
+#define MRING_EV_REWIND      9	/* (format 2.2) a STEP that goes back: the
+				 * run resumed from a checkpoint at .step;
+				 * what was logged at steps >= .step before
+				 * is void.  Value unused, metric -1 */
 
 /* struct mring_event.flags */
 #define MRING_EVF_OVERRUN    (1u << 0)	/* LOST: the records at positions
@@ -342,6 +346,31 @@ int mring_epoch_end(struct mring_writer *w);
 int mring_flush(struct mring_writer *w);
 
 /**
+ * mring_rewind - go back to a step: the run resumed from a checkpoint
+ * @w: writer handle
+ * @step: the step the run resumes at
+ *
+ * Starts step @step like mring_step(), but its record is an
+ * MRING_EV_REWIND (two ring slots, like a STEP): readers learn that what
+ * was logged at steps >= @step before it is void, and `mring drain`
+ * removes those rows from its JSONL and CSV files, so each holds one
+ * clean history (docs/drain.md).  mring_step() with a step lower than
+ * the last calls this.  A run that continues in a new segment calls it
+ * once, before logging, with the step it resumes at: the new segment has
+ * no last step to be lower than.  The epoch statistics are left as they
+ * are (values of the voided steps stay in the running epoch).
+ *
+ * Who may call: the writer's thread.  Progress: as mring_step(); never
+ * the inline fast path.
+ *
+ * Return: as mring_step(): 0; -ENOBUFS when the record was dropped
+ * (ring full; the step is set, and the drop is counted and reported as
+ * LOST: a drain then cannot void the old rows); -EINVAL for NULL;
+ * -EPERM in a forked child.
+ */
+int mring_rewind(struct mring_writer *w, uint64_t step);
+
+/**
  * mring_set_hparams - store the run's hyperparameters in the segment
  * @w: writer handle
  * @json: one JSON object (RFC 8259), NUL-terminated, at most
@@ -543,6 +572,10 @@ MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
  *
  * Who may call: the writer's thread.  Progress: as mring_log().
  *
+ * A @step lower than the last one is a resume from a checkpoint: it is
+ * mring_rewind(@w, @step), which writes an MRING_EV_REWIND record in
+ * place of the STEP record.
+ *
  * Return: 0; -ENOBUFS when the STEP record was dropped (ring full; the
  * step is set all the same); -EPERM in a forked child (nothing reaches
  * the segment).
@@ -553,6 +586,9 @@ MRING_INLINE int mring_step(struct mring_writer *w, uint64_t step)
 	uint64_t head, wall;
 	int ret;
 
+	/* a step lower than the last: the run resumed from a checkpoint */
+	if (mring_unlikely(step < w->step))
+		return mring_rewind(w, step);
 	/* a forked child's limit is 0: the slow path says -EPERM, and the
 	 * shared stores land in the private copy its mapping became */
 	if (w->ndirty)

@@ -548,6 +548,34 @@ static inline int do_step(WriterObject *self, unsigned long long step)
 	return 0;
 }
 
+/* w.rewind(n): the run resumed from a checkpoint at step n */
+static PyObject *Writer_rewind(WriterObject *self, PyObject *arg)
+{
+	unsigned long long step;
+	int rc;
+
+	if (!writer_usable(self, "rewind"))
+		return NULL;
+	if (step_arg(arg, &step) < 0)
+		return NULL;
+	if (self->on_full == MRING_FULL_WAIT) {	/* may wait for the drainer */
+		struct mring_writer *w = self->w;
+
+		self->busy = 1;
+		Py_BEGIN_ALLOW_THREADS
+		rc = mring_rewind(w, step);
+		Py_END_ALLOW_THREADS
+		self->busy = 0;
+	} else {
+		rc = mring_rewind(self->w, step);
+	}
+	if (rc < 0 && rc != -ENOBUFS)
+		return set_error(rc, CTX_WRITE, "rewind", NULL);
+	self->has_step = 1;
+	self->last_step = step;
+	Py_RETURN_NONE;
+}
+
 static PyObject *Writer_step(WriterObject *self, PyObject *arg)
 {
 	unsigned long long step;
@@ -825,7 +853,11 @@ static PyMethodDef Writer_methods[] = {
 	 METH_VARARGS | METH_KEYWORDS,
 	 "metric(name, *, on_step=True, on_epoch=False, reduce='mean', prog_bar=False)"
 	 " -> Metric"},
-	{"step", (PyCFunction)Writer_step, METH_O, "step(n): start step n"},
+	{"step", (PyCFunction)Writer_step, METH_O,
+	 "step(n): start step n (lower than the last: a rewind)"},
+	{"rewind", (PyCFunction)Writer_rewind, METH_O,
+	 "rewind(n): the run resumed from a checkpoint at step n; rows of steps >= n "
+	 "logged before are void"},
 	{"epoch_end", (PyCFunction)Writer_epoch_end, METH_NOARGS,
 	 "epoch_end(): publish the epoch reductions and start the next epoch"},
 	{"flush", (PyCFunction)Writer_flush, METH_NOARGS,
@@ -1032,7 +1064,7 @@ static PyStructSequence_Desc event_desc = {
 	"mring.Event", "One event of the ring.", event_fields, 7
 };
 
-static PyObject *kind_names[8];
+static PyObject *kind_names[10];
 
 static int reader_usable(ReaderObject *self)
 {
@@ -1210,7 +1242,7 @@ static PyObject *make_event(ReaderObject *self, const struct mring_event *ev)
 		Py_DECREF(e);
 		return NULL;
 	}
-	kind = ev->kind < 8 && kind_names[ev->kind] ? kind_names[ev->kind] : NULL;
+	kind = ev->kind < 10 && kind_names[ev->kind] ? kind_names[ev->kind] : NULL;
 	if (kind)
 		Py_INCREF(kind);
 	else
@@ -1547,8 +1579,9 @@ static struct PyModuleDef moduledef = {
 
 PyMODINIT_FUNC PyInit__mring(void)
 {
-	static const char *kinds[8] = {NULL, "value", "step", "epoch_value",
-				       "epoch_end", "lost", "epoch_weight", NULL};
+	static const char *kinds[10] = {NULL, "value", "step", "epoch_value",
+					"epoch_end", "lost", "epoch_weight", NULL, NULL,
+					"rewind"};
 	PyObject *m;
 	int i;
 
@@ -1558,7 +1591,7 @@ PyMODINIT_FUNC PyInit__mring(void)
 	if (!EventType.tp_name &&
 	    PyStructSequence_InitType2(&EventType, &event_desc) < 0)
 		return NULL;
-	for (i = 0; i < 8; i++)
+	for (i = 0; i < 10; i++)
 		if (kinds[i] && !kind_names[i]) {
 			kind_names[i] = PyUnicode_InternFromString(kinds[i]);
 			if (!kind_names[i])

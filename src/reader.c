@@ -271,7 +271,7 @@ static unsigned tag_kind(uint64_t tag)
 /* STEP and CTX: two slots, the second a WALL; they set the context. */
 static bool step_pair(unsigned kind)
 {
-	return kind == MRING_EV_STEP || kind == _MRING_REC_CTX;
+	return kind == MRING_EV_STEP || kind == _MRING_REC_CTX || kind == MRING_EV_REWIND;
 }
 
 /*
@@ -387,6 +387,7 @@ static int rec_decode(struct mring_reader *r, const struct rec_copy *c,
 		ev->metric = -1;
 		break;
 	case MRING_EV_STEP:
+	case MRING_EV_REWIND:
 	case _MRING_REC_CTX:
 		x->step = c->value;
 		x->wall_ns = (int64_t)c->wall;

@@ -541,6 +541,29 @@ MRING_API int __mring_step_slow(struct mring_writer *w)
 	return 0;
 }
 
+MRING_API int mring_rewind(struct mring_writer *w, uint64_t step)
+{
+	int64_t tail;
+	int ret;
+
+	if (!w)
+		return -EINVAL;
+	if (w->ndirty)
+		__mring_stats_publish(w);
+	w->step = step;
+	w->wall_ns = _mring_now_ns();
+	/* always the slow path: rare, and it keeps the inline step short */
+	ret = slow_room(w, 2, false, &tail);
+	if (ret == 0) {
+		record_step_pair(w, MRING_EV_REWIND);
+		limit_reset(w, (uint64_t)tail);
+	}
+	_mring_store_relaxed(&w->hdr->step, step);
+	_mring_store_relaxed(&w->hdr->step_wall_ns, (uint64_t)w->wall_ns);
+	_mring_store_relaxed(&w->hdr->head, w->head);
+	return ret;
+}
+
 MRING_API int __mring_bad_id(struct mring_writer *w, int id)
 {
 	(void)id;

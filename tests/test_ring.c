@@ -519,3 +519,74 @@ Test(ring, no_autocommit_redelivers_until_committed)
 	cr_expect_eq(mring_reader_open(name, MRING_OBSERVE | MRING_NO_AUTOCOMMIT, &r), -EINVAL);
 	mring_writer_close(w);
 }
+
+/*
+ * A run that resumes from a checkpoint: a step lower than the last is a
+ * REWIND event (two slots, like a STEP), the values after it carry the
+ * new step, and mring_rewind() says the same in a new segment.
+ */
+Test(ring, a_lower_step_is_a_rewind)
+{
+	const char *name = seg_name("rewind");
+	struct mring_writer *w = open_writer(name, 256, MRING_FULL_DROP);
+	struct mring_reader *r = open_reader(name, MRING_DRAIN);
+	struct mring_event ev[64];
+	int id = mring_metric(w, "loss", MRING_ON_STEP);
+	int n, k = 0;
+
+	for (uint64_t s = 0; s < 5; s++) {
+		CHECK_OK(mring_step(w, s));
+		CHECK_OK(mring_log(w, id, (double)s));
+	}
+	CHECK_OK(mring_step(w, 3));		/* back to 3: a rewind */
+	CHECK_OK(mring_log(w, id, 30.0));
+	CHECK_OK(mring_step(w, 3));		/* the same step again: a STEP */
+	CHECK_OK(mring_step(w, 4));
+	CHECK_OK(mring_log(w, id, 40.0));
+	cr_expect_eq(mring_writer_step(w), 4);
+	n = mring_read(r, ev, 64);
+	cr_assert_eq(n, 15, "10 events of steps 0..4, REWIND, value, STEP, STEP, value");
+	for (uint64_t s = 0; s < 5; s++, k += 2) {
+		cr_expect_eq(ev[k].kind, MRING_EV_STEP);
+		cr_expect_eq(ev[k].seq, 3 * s);
+		cr_expect_eq(ev[k + 1].kind, MRING_EV_VALUE);
+		cr_expect_eq(ev[k + 1].step, s);
+	}
+	cr_expect_eq(ev[10].kind, MRING_EV_REWIND);
+	cr_expect_eq(ev[10].step, 3);
+	cr_expect_eq(ev[10].metric, -1);
+	cr_expect_eq(ev[10].seq, 15);
+	cr_expect_eq(ev[11].kind, MRING_EV_VALUE);
+	cr_expect_eq(ev[11].seq, 17, "a REWIND takes two slots");
+	cr_expect_eq(ev[11].step, 3);
+	cr_expect_eq(ev[11].value, 30.0);
+	cr_expect_eq(ev[12].kind, MRING_EV_STEP);
+	cr_expect_eq(ev[12].step, 3);
+	cr_expect_eq(ev[13].kind, MRING_EV_STEP);
+	cr_expect_eq(ev[14].step, 4);
+	cr_expect_eq(ev[14].value, 40.0);
+	mring_reader_close(r);
+	mring_writer_close(w);
+}
+
+Test(ring, a_run_resumed_in_a_new_segment_says_where)
+{
+	const char *name = seg_name("resume");
+	struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
+	struct mring_reader *r = open_reader(name, MRING_OBSERVE);
+	struct mring_event ev[8];
+	struct mring_status st;
+	int id = mring_metric(w, "loss", MRING_ON_STEP);
+
+	CHECK_OK(mring_rewind(w, 200));	/* higher than 0: still a rewind */
+	CHECK_OK(mring_log(w, id, 1.5));
+	cr_assert_eq(mring_read(r, ev, 8), 2);
+	cr_expect_eq(ev[0].kind, MRING_EV_REWIND);
+	cr_expect_eq(ev[0].step, 200);
+	cr_expect_eq(ev[1].step, 200);
+	CHECK_OK(mring_status_read(r, &st));
+	cr_expect_eq(st.step, 200);
+	cr_expect_eq(mring_rewind(NULL, 1), -EINVAL);
+	mring_reader_close(r);
+	mring_writer_close(w);
+}

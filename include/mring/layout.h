@@ -26,7 +26,7 @@
 /* Bytes 0a 0d 'm' 'r' 'i' 'n' 'g' 0x8b in memory on a little-endian host. */
 #define _MRING_MAGIC		UINT64_C(0x8b676e69726d0d0a)
 #define _MRING_ABI_MAJOR	2
-#define _MRING_ABI_MINOR	1
+#define _MRING_ABI_MINOR	2
 #define _MRING_HDR_SIZE		4096u
 #define _MRING_REC_SIZE		16u
 #define _MRING_METRIC_STRIDE	512u
@@ -67,6 +67,8 @@ struct _mring_rec {
 /* Ring-only kinds, after the public MRING_EV_* (1..6) */
 #define _MRING_REC_WALL		7u	/* second slot of a STEP or CTX */
 #define _MRING_REC_CTX		8u	/* a STEP that is not an event */
+/* MRING_EV_REWIND (9, format 2.2) is a step pair too: a STEP that also
+ * voids what was logged at steps >= its step */
 
 /* One copy of a latched statistics snapshot (80 bytes). */
 struct _mring_shm_stats {

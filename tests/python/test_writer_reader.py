@@ -523,3 +523,19 @@ def test_hparams_round_trip_and_errors():
             w.hparams([1, 2])                        # a list is not an object
         assert r.hparams() == {"from": "text"}       # every refusal kept the last
         r.close()
+
+
+def test_rewind_events():
+    with mring.Writer("rw", capacity=256, replace=True) as w:
+        r = mring.Reader("rw", observe=False)
+        m = w.metric("loss", on_step=True)
+        for s in range(5):
+            w.step(s)
+            m.log(float(s))
+        w.step(2)                   # lower: the run resumed at step 2
+        m.log(20.0)
+        w.rewind(3)                 # explicit, as a new segment would
+        evs = [(e.kind, e.step, e.value) for e in r.read()]
+        assert evs[10:] == [("rewind", 2, 0.0), ("value", 2, 20.0), ("rewind", 3, 0.0)]
+        assert w.current_step == 3
+        r.close()

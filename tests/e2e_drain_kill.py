@@ -1311,7 +1311,9 @@ def test_kill_0_sched_matches_producer():
             assert r.returncode == 0, r.stderr
             hdr = r.stdout.splitlines()[1]
             assert " written %d " % sc.nslots in hdr, (hdr, sc.nslots)
-            nlines = [l for l in r.stdout.splitlines()[3:] if l.strip()]
+            lines = r.stdout.splitlines()
+            head = [i for i, l in enumerate(lines) if l.split()[:2] == ["ID", "METRIC"]][0]
+            nlines = [l for l in lines[head + 1:] if l.strip()]
             assert len(nlines) == len(sc.metrics), (len(nlines), len(sc.metrics))
     finally:
         env.close()

@@ -527,7 +527,12 @@ static int step_arg(PyObject *o, unsigned long long *out)
 }
 
 /* mring_step(): 0 or -ENOBUFS (the step is set either way), or -EPERM */
-static inline int do_step(WriterObject *self, unsigned long long step)
+/*
+ * mring_step() or mring_rewind() (@fn); in WAIT mode without the GIL, as
+ * either may wait for the drainer.  Any result but -EPERM sets the step.
+ */
+static inline int step_call(WriterObject *self, int (*fn)(struct mring_writer *, uint64_t),
+			    unsigned long long step)
 {
 	int rc;
 
@@ -535,17 +540,22 @@ static inline int do_step(WriterObject *self, unsigned long long step)
 		struct mring_writer *w = self->w;
 		self->busy = 1;
 		Py_BEGIN_ALLOW_THREADS
-		rc = mring_step(w, step);
+		rc = fn(w, step);
 		Py_END_ALLOW_THREADS
 		self->busy = 0;
 	} else {
-		rc = mring_step(self->w, step);
+		rc = fn(self->w, step);
 	}
-	if (unlikely(rc == -EPERM))
+	if (unlikely(rc == -EPERM || rc == -EINVAL))
 		return rc;
 	self->has_step = 1;
 	self->last_step = step;
 	return 0;
+}
+
+static inline int do_step(WriterObject *self, unsigned long long step)
+{
+	return step_call(self, mring_step, step);
 }
 
 /* w.rewind(n): the run resumed from a checkpoint at step n */
@@ -558,21 +568,9 @@ static PyObject *Writer_rewind(WriterObject *self, PyObject *arg)
 		return NULL;
 	if (step_arg(arg, &step) < 0)
 		return NULL;
-	if (self->on_full == MRING_FULL_WAIT) {	/* may wait for the drainer */
-		struct mring_writer *w = self->w;
-
-		self->busy = 1;
-		Py_BEGIN_ALLOW_THREADS
-		rc = mring_rewind(w, step);
-		Py_END_ALLOW_THREADS
-		self->busy = 0;
-	} else {
-		rc = mring_rewind(self->w, step);
-	}
-	if (rc < 0 && rc != -ENOBUFS)
+	rc = step_call(self, mring_rewind, step);
+	if (rc < 0)
 		return set_error(rc, CTX_WRITE, "rewind", NULL);
-	self->has_step = 1;
-	self->last_step = step;
 	Py_RETURN_NONE;
 }
 

@@ -12,23 +12,6 @@
 #include <criterion/criterion.h>
 #include <sys/wait.h>
 
-/* mring.c's clocks, which the tool links and this test does not */
-double now_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-int64_t now_real_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int64_t now_boot_ns(void)
 {
 	struct timespec ts;

@@ -62,22 +62,6 @@ const char *mring_dir(void)
 	return d && *d ? d : "/dev/shm";
 }
 
-double now_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-int64_t now_real_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 const char *producer_state(const struct mring_status *st)
 {
 	if (st->alive)

@@ -13,10 +13,12 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sink.h"
 #include "text.h"
+#include "tool.h"
 
 int buf_grow(struct buf *b, size_t n)
 {
@@ -299,4 +301,21 @@ void buf_json_str(struct buf *b, const char *s)
 		}
 	}
 	buf_putc(b, '"');
+}
+
+/* The tool's clocks (tool.h). */
+double now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int64_t now_real_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }

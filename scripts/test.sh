@@ -23,7 +23,7 @@ trap 'echo "test.sh: FAILED in step: $step (after $((SECONDS / 60)) min; the out
 # tmux drives `mring top` in a real terminal for its test; promtool and a
 # real Prometheus check `mring serve`
 stage "install what is missing (waits for another apt)"
-apt_install cmake gcc g++ make pkg-config libcriterion-dev python3 python3-protobuf \
+apt_install cmake gcc g++ make pkg-config libcriterion-dev python3 python3-protobuf python3-yaml \
 	protobuf-compiler python3-crc32c libncurses-dev tmux liburcu-dev prometheus \
 	python3-dev python3-setuptools python3-pip python3-venv python3-pytest groff-base
 

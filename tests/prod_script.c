@@ -25,6 +25,7 @@
  *   drainer               wait until a drainer is attached
  *   close                 mring_writer_close() and exit 0
  *   crash                 SIGKILL itself (a producer that dies unclosed)
+ *   hparams JSON...       mring_set_hparams() with the rest of the line
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -137,6 +138,8 @@ static int run(struct mring_writer *w, const char *seg, char *line)
 		return drainer(w, seg);
 	if (!strcmp(line, "close"))
 		exit(mring_writer_close(w) != 0);
+	if (!strncmp(line, "hparams ", 8))
+		return mring_set_hparams(w, line + 8);
 	if (!strcmp(line, "crash"))
 		raise(SIGKILL);
 	return -1;

@@ -599,6 +599,9 @@ static int drain_loop(struct drain *d)
 		}
 		if (!live)
 			break;
+		/* hparams set while the rings are idle: commit them */
+		if (!d->dirty && hparams_changed(d))
+			d->dirty = true;
 		if (!d->dirty)
 			nap_us(1000);
 	}
@@ -659,6 +662,7 @@ static void drain_free(struct drain *d)
 	}
 	free(d->segs);
 	xstate_free(d);
+	hparams_free(d);
 	for (int i = 0; i < d->nouts; i++)
 		if (d->outs[i].s)
 			d->outs[i].ops->close(d->outs[i].s);
@@ -809,8 +813,10 @@ static int drain_setup(struct drain *d, char **args, int nargs, int *skipped)
 		return EXIT_OUTPUT;
 	/* a state from the start: a drain killed before its first commit of
 	 * rows resumes like any other */
+	d->hp.hold = true;	/* and without hparams (drain_hparams.c) */
 	if (!resume && !d->observe && drain_commit(d, true) < 0)
 		return EXIT_OUTPUT;
+	d->hp.hold = false;
 	return 0;
 }
 

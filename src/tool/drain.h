@@ -8,6 +8,7 @@
  *   drain_rows.c    events -> step, epoch and loss rows
  *   drain_every.c   --every N: window means
  *   drain_reduce.c  --reduce-ranks: cross-rank epoch rows
+ *   drain_hparams.c the run's hyperparameters, to the sinks that take them
  *
  * The exactly-once rules, and where each lives:
  *  - The library position never passes a record that is not either in
@@ -109,6 +110,8 @@ struct seg {
 	double stash_value;	/* for its weight record; -1: none */
 	uint64_t events, lost;	/* taken */
 	uint64_t events_committed, lost_committed;
+	bool hp_compared;	/* its hparams were compared with the chosen ones */
+	bool hp_bad;		/* said once that its hparams are damaged */
 };
 
 struct out {
@@ -117,6 +120,24 @@ struct out {
 	struct sink *s;
 	struct sink_state st;
 	bool in_state;		/* the drain state records this output */
+	uint64_t hp_hash;	/* hparams it holds (hparams_hash()), 0: none */
+	bool hp_ended;		/* it holds the session end */
+};
+
+/* The hyperparameters handed to the sinks: drain_hparams.c. */
+struct hpsel {
+	char *buf;		/* MRING_HPARAMS_MAX + 1: a read */
+	char *text;		/* the chosen ones, NULL: none seen yet */
+	size_t len;
+	uint64_t hash;
+	double start_time;	/* creation of the segment they come from */
+	struct hparams forms;	/* what the sinks get, made when first needed */
+	char *yaml;
+	struct hparam *flat;
+	bool made, bad;		/* forms made; the text does not parse */
+	int64_t polled;		/* ms: the last check while idle */
+	bool warned;		/* said once that the ranks differ */
+	bool hold;		/* not yet: the first commit of a fresh drain */
 };
 
 struct drain {
@@ -139,6 +160,7 @@ struct drain {
 	bool output_failed;	/* ... because an output could not be written */
 	uint64_t rows, rows_committed;
 	uint64_t gen;
+	struct hpsel hp;
 	const char **keybuf;	/* scratch: the keys of the row being written */
 	int keycap;
 	struct progress {	/* on a terminal only: drain.c progress_*() */
@@ -178,6 +200,13 @@ int take_reduce(struct drain *d, struct seg *g, const struct mring_event *ev);
 void xstate_save(FILE *f, const struct drain *d);
 int xstate_load(struct drain *d, const char *line);
 void xstate_free(struct drain *d);
+
+/* drain_hparams.c */
+int hparams_update(struct drain *d);
+bool hparams_changed(struct drain *d);
+void hparams_save(FILE *f, const struct out *o);
+int hparams_load(struct out *o, const char *line);
+void hparams_free(struct drain *d);
 
 /* drain_state.c */
 int state_read(struct drain *d);

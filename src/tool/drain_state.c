@@ -8,7 +8,9 @@
  *  2. the state is written to STATE.tmp and renamed over STATE (durable:
  *     the file and the directory are fsynced too).  It holds each
  *     segment's next seq and creation time, the open rows, --every
- *     windows and --reduce-ranks epochs, and each sink's size and extra;
+ *     windows and --reduce-ranks epochs, and each sink's size and extra
+ *     (and the hparams it holds: drain_hparams.c, handed over just before
+ *     step 1);
  *  3. only then does mring_commit() move each library position.
  * A drainer killed anywhere in between restarts from the last renamed
  * state: sinks cut their files back to the recorded sizes, and events
@@ -34,8 +36,9 @@
 #include "drain.h"
 #include "util.h"
 
-#define STATE_MAGIC	"mring-drain-state 2"
-#define STATE_MAGIC_V1	"mring-drain-state 1"	/* read: a subset of 2 */
+#define STATE_MAGIC	"mring-drain-state 3"
+#define STATE_MAGIC_V2	"mring-drain-state 2"	/* read: 2 and 1 are subsets of 3 */
+#define STATE_MAGIC_V1	"mring-drain-state 1"
 
 struct seg *seg_by_path(struct drain *d, const char *path)
 {
@@ -85,10 +88,12 @@ static void state_print(FILE *f, struct drain *d)
 		window_save(f, &d->segs[i]);
 	}
 	xstate_save(f, d);
-	for (int i = 0; i < d->nouts; i++)
-		fprintf(f, "sink %s %llu %s\nextra %s\n", d->outs[i].ops->name,
-			(unsigned long long)d->outs[i].st.size, d->outs[i].arg,
-			d->outs[i].st.extra ?: "");
+	for (int i = 0; i < d->nouts; i++) {
+		fprintf(f, "sink %s %llu %s\n", d->outs[i].ops->name,
+			(unsigned long long)d->outs[i].st.size, d->outs[i].arg);
+		hparams_save(f, &d->outs[i]);
+		fprintf(f, "extra %s\n", d->outs[i].st.extra ?: "");
+	}
 }
 
 static int state_write(struct drain *d, bool durable)
@@ -187,6 +192,8 @@ static int state_line(struct drain *d, const char *line, int *out)
 		*out = -1;
 		return 0;
 	}
+	if (!strncmp(line, "hparams ", 8))
+		return *out >= 0 ? hparams_load(&d->outs[*out], line) : -EBADMSG;
 	if (!strncmp(line, "row ", 4))
 		return rows_load(d, line);
 	if (!strncmp(line, "window ", 7))
@@ -220,7 +227,8 @@ int state_read(struct drain *d)
 		return ret;
 	}
 	if (getline(&line, &cap, f) < 0 ||
-	    (strcmp(line, STATE_MAGIC "\n") && strcmp(line, STATE_MAGIC_V1 "\n")))
+	    (strcmp(line, STATE_MAGIC "\n") && strcmp(line, STATE_MAGIC_V2 "\n") &&
+	     strcmp(line, STATE_MAGIC_V1 "\n")))
 		ret = -EBADMSG;
 	while (ret > 0 && getline(&line, &cap, f) >= 0) {
 		int err;
@@ -275,6 +283,9 @@ int drain_commit(struct drain *d, bool durable)
 
 	if (d->failed)
 		return -ECANCELED;
+	ret = hparams_update(d);
+	if (ret < 0)
+		return ret;
 	ret = sinks_commit(d, durable);
 	if (ret < 0)
 		return ret;

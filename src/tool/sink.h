@@ -82,6 +82,59 @@ static inline bool sink_key_reserved(const char *key)
 
 struct sink;
 
+/*
+ * The run's hyperparameters, as mring_hparams_read() returns them: one
+ * JSON object.  The drain hands them to every sink that has a place for
+ * them when they are first seen and again when they change
+ * (drain_hparams.c); hparams.c turns them into each format.
+ */
+/* One TensorBoard hparam: a google.protobuf.Value. */
+enum hparam_kind { HP_NULL, HP_NUMBER, HP_STRING, HP_BOOL };
+
+struct hparam {
+	char *key;		/* UTF-8, nested keys joined by '/' */
+	size_t klen;
+	enum hparam_kind kind;
+	double num;
+	char *str;		/* UTF-8 */
+	size_t slen;
+	bool b;
+};
+
+/*
+ * The run's hyperparameters, in every form a sink writes, made once by
+ * the drain (hparams.c), so that a sink needs nothing but itself.
+ */
+struct hparams {
+	const char *text;	/* the JSON object, NUL-terminated */
+	size_t len;
+	const char *yaml;	/* hparams.yaml's text (hparams_yaml()) */
+	size_t yaml_len;
+	const struct hparam *flat;	/* TensorBoard's scalars (hparams_flatten()) */
+	int nflat;
+	double start_time;	/* the producer's segment creation, s since the epoch */
+	/*
+	 * file_replace(): make @name in @dirfd hold exactly @len bytes of
+	 * @data: nothing when it does already, else write @tmp (created
+	 * anew, O_EXCL | O_NOFOLLOW), fsync, rename over @name and fsync
+	 * the directory.  A symlink at @name is -ELOOP, anything but a
+	 * regular file -EINVAL or -EISDIR.
+	 */
+	int (*replace)(int dirfd, const char *name, const char *tmp, const char *data,
+		       size_t len);
+};
+
+/* hparams.c.  Each returns 0 or -errno (-EBADMSG: not one JSON object). */
+struct buf;
+/* @text as DIR/hparams.yaml (appended to @out); see hparams.c for the rules. */
+int hparams_yaml(struct buf *out, const char *text, size_t len);
+/* The scalars: nested objects flattened to "a/b", arrays as JSON text. */
+int hparams_flatten(const char *text, size_t len, struct hparam **out, int *n);
+void hparams_flat_free(struct hparam *flat, int n);
+/* FNV-1a of @text, never 0 (0: none). */
+uint64_t hparams_hash(const char *text, size_t len);
+int file_replace(int dirfd, const char *name, const char *tmp, const char *data, size_t len);
+
 struct sink_ops {
 	const char *name;	/* "jsonl", "csv", "tensorboard" */
 	/*
@@ -98,6 +151,14 @@ struct sink_ops {
 	/* What the last commit reported is on disk (fsync). */
 	int (*sync)(struct sink *s);
 	const char *(*path)(struct sink *s);	/* the file written, for messages */
+	/*
+	 * Optional (NULL: the format has no place for them).  @hparams: the
+	 * run's hyperparameters, new or changed; a side file is replaced
+	 * now, an event goes out with the next commit like a row.
+	 * @hparams_end: the run ended (@success: every producer closed).
+	 */
+	int (*hparams)(struct sink *s, const struct hparams *hp);
+	int (*hparams_end)(struct sink *s, bool success, double end_time);
 	void (*close)(struct sink *s);		/* frees; does not commit */
 };
 

@@ -61,6 +61,8 @@
 
 #define CSV_NAME	"metrics.csv"
 #define CSV_TMP		".metrics.csv.tmp"
+#define HP_NAME		"hparams.yaml"	/* Lightning's name, next to metrics.csv */
+#define HP_TMP		".hparams.yaml.tmp"
 #define FLUSH_AT	(64 * 1024)
 #define CHUNK		(64 * 1024)
 
@@ -1014,6 +1016,12 @@ static int csv_sync(struct sink *s)
 	return fsync(s->fd) ? fail(s, -errno) : 0;
 }
 
+/* DIR/hparams.yaml, replaced atomically when its text changes. */
+static int csv_hparams(struct sink *s, const struct hparams *hp)
+{
+	return hp->replace(s->dirfd, HP_NAME, HP_TMP, hp->yaml, hp->yaml_len);
+}
+
 static const char *csv_path(struct sink *s)
 {
 	return s->path;
@@ -1027,4 +1035,5 @@ const struct sink_ops sink_csv_ops = {
 	.sync = csv_sync,
 	.path = csv_path,
 	.close = csv_close,
+	.hparams = csv_hparams,
 };

@@ -182,6 +182,40 @@ static int jsonl_sync(struct sink *s)
 	return -errno;
 }
 
+/*
+ * FILE.hparams.json next to FILE: the JSON text as the producer set it,
+ * and a newline; replaced atomically when it changes.
+ */
+static int jsonl_hparams(struct sink *s, const struct hparams *hp)
+{
+	const char *slash = strrchr(s->path, '/');
+	const char *base = slash ? slash + 1 : s->path;
+	char *dir, *name = NULL, *tmp = NULL, *text = NULL;
+	int dirfd, err = -ENOMEM;
+
+	dir = slash ? strndup(s->path, (size_t)(slash - s->path)) : strdup(".");
+	if (!dir)
+		return -ENOMEM;
+	if (asprintf(&name, "%s.hparams.json", base) < 0)
+		name = NULL;
+	if (asprintf(&tmp, ".%s.hparams.json.tmp", base) < 0)
+		tmp = NULL;
+	text = malloc(hp->len + 1);
+	if (name && tmp && text) {
+		memcpy(text, hp->text, hp->len);
+		text[hp->len] = '\n';
+		dirfd = open(*dir ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		err = dirfd < 0 ? -errno : hp->replace(dirfd, name, tmp, text, hp->len + 1);
+		if (dirfd >= 0)
+			close(dirfd);
+	}
+	free(text);
+	free(tmp);
+	free(name);
+	free(dir);
+	return err;
+}
+
 static const char *jsonl_path(struct sink *s)
 {
 	return s->path;
@@ -205,4 +239,5 @@ const struct sink_ops sink_jsonl_ops = {
 	.sync = jsonl_sync,
 	.path = jsonl_path,
 	.close = jsonl_close,
+	.hparams = jsonl_hparams,
 };

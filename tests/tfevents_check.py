@@ -6,13 +6,19 @@ Shares no code with src/tool/sink_tfevents.c: framing CRCs come from
 python3-crc32c, the Event payload is decoded by python3-protobuf from
 tests/tb_min.proto, compiled by protoc into a temporary directory.
 
-Usage: /usr/bin/python3 tfevents_check.py [--wall] FILE
+Usage: /usr/bin/python3 tfevents_check.py [--wall] [--hparams] FILE
 
 Prints one line per scalar, "step tag value" (value: repr of the float32
 simple_value; with --wall, the event's wall_time follows), then
 "records N OK".  Exits non-zero on any framing, CRC or protobuf error.
+The hparams plugin's summaries (tag _hparams_/session_start_info or
+_hparams_/session_end_info, plugin "hparams", a null tensor) are checked
+too; with --hparams each is printed as "hparams TAG JSON", JSON being
+{"hparams": {...}, "start_time_secs": T} or {"status": "STATUS_SUCCESS",
+"end_time_secs": T}.
 Needs Debian's python3-crc32c, python3-protobuf and protobuf-compiler.
 """
+import json
 import os
 import struct
 import subprocess
@@ -41,7 +47,42 @@ def fail(msg):
     sys.exit(1)
 
 
-def check(pb, buf, wall):
+HP_TAGS = {'_hparams_/session_start_info': 'session_start_info',
+           '_hparams_/session_end_info': 'session_end_info'}
+
+
+def pb_value(v):
+    kind = v.WhichOneof('kind')
+    if kind is None:
+        raise ValueError('a google.protobuf.Value without a kind')
+    return None if kind == 'null_value' else getattr(v, kind)
+
+
+def hparams_summary(pb, n, v):
+    """The hparams plugin's summary @v as a dict; fail() on anything else."""
+    if v.tag not in HP_TAGS:
+        fail('record %d: tag %s: plugin data of an unknown tag' % (n, v.tag))
+    if v.metadata.plugin_data.plugin_name != 'hparams':
+        fail('record %d: tag %s: plugin %r' % (n, v.tag, v.metadata.plugin_data.plugin_name))
+    t = v.tensor
+    if (v.WhichOneof('value') != 'tensor' or t.dtype != 1 or len(t.tensor_shape.dim) != 1
+            or t.tensor_shape.dim[0].size != 0):
+        fail('record %d: tag %s: not the null tensor' % (n, v.tag))
+    data = pb.HParamsPluginData()
+    data.ParseFromString(v.metadata.plugin_data.content)
+    if data.version != 0:
+        fail('record %d: HParamsPluginData version %d' % (n, data.version))
+    if data.WhichOneof('data') != HP_TAGS[v.tag]:
+        fail('record %d: tag %s holds %s' % (n, v.tag, data.WhichOneof('data')))
+    if v.tag.endswith('start_info'):
+        s = data.session_start_info
+        return {'hparams': {k: pb_value(x) for k, x in s.hparams.items()},
+                'start_time_secs': s.start_time_secs}
+    e = data.session_end_info
+    return {'status': pb.Status.Name(e.status), 'end_time_secs': e.end_time_secs}
+
+
+def check(pb, buf, wall, hparams=False):
     pos = n = 0
     while pos < len(buf):
         if len(buf) - pos < 12:
@@ -67,6 +108,11 @@ def check(pb, buf, wall):
         elif what != 'summary':
             fail('record %d: expected a summary, got %s' % (n, what))
         for v in ev.summary.value:
+            if v.HasField('metadata'):
+                got = hparams_summary(pb, n, v)
+                if hparams:
+                    print('hparams %s %s' % (v.tag, json.dumps(got)))
+                continue
             if v.WhichOneof('value') != 'simple_value':
                 fail('record %d: tag %s has no simple_value' % (n, v.tag))
             line = '%d %s %r' % (ev.step, v.tag, v.simple_value)
@@ -80,15 +126,16 @@ def check(pb, buf, wall):
 def main():
     args = sys.argv[1:]
     wall = '--wall' in args
-    args = [a for a in args if a != '--wall']
+    hparams = '--hparams' in args
+    args = [a for a in args if a not in ('--wall', '--hparams')]
     if len(args) != 1:
-        fail('usage: tfevents_check.py [--wall] FILE')
+        fail('usage: tfevents_check.py [--wall] [--hparams] FILE')
     with open(args[0], 'rb') as f:
         buf = f.read()
     with tempfile.TemporaryDirectory() as tmp:
         pb = load_pb(tmp)
         try:
-            check(pb, buf, wall)
+            check(pb, buf, wall, hparams)
         except Exception as e:      # protobuf DecodeError and friends
             fail('%s: %s' % (type(e).__name__, e))
 

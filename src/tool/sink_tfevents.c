@@ -294,6 +294,171 @@ static int tfevents_put_scalars(struct sink *s, double wall_time, uint64_t step,
 	return 0;
 }
 
+static double now_s(void);
+static int flush(struct sink *s);
+
+/* ---- the hparams plugin ---- */
+
+/*
+ * TensorBoard's hparams plugin reads two summaries per run, each a
+ * Summary.Value whose metadata.plugin_data names "hparams" and carries a
+ * serialized HParamsPluginData (tensorboard/plugins/hparams/
+ * plugin_data.proto, version 0 left out as proto3 does), and whose
+ * tensor is the plugin's NULL_TENSOR (a DT_FLOAT tensor of shape [0]):
+ *   _hparams_/session_start_info: session_start_info (3) = {
+ *       hparams (1): map<string, google.protobuf.Value>,
+ *       start_time_secs (5): double }
+ *   _hparams_/session_end_info: session_end_info (4) = {
+ *       status (1): STATUS_SUCCESS 1 / STATUS_FAILURE 2,
+ *       end_time_secs (2): double }
+ * A map entry is {key (1), value (2)}; a Value is one of null_value (1,
+ * enum 0), number_value (2, double), string_value (3), bool_value (4),
+ * written even when zero (a oneof).
+ */
+#define HP_PLUGIN		"hparams"
+#define HP_START_TAG		"_hparams_/session_start_info"
+#define HP_END_TAG		"_hparams_/session_end_info"
+#define PB_VALUE_TENSOR		0x42	/* Summary.Value.tensor 8 */
+#define PB_VALUE_METADATA	0x4a	/* Summary.Value.metadata 9 */
+#define PB_META_PLUGIN_DATA	0x0a	/* SummaryMetadata.plugin_data 1 */
+#define PB_PLUGIN_NAME		0x0a	/* PluginData.plugin_name 1 */
+#define PB_PLUGIN_CONTENT	0x12	/* PluginData.content 2 */
+#define PB_HP_START		0x1a	/* HParamsPluginData.session_start_info 3 */
+#define PB_HP_END		0x22	/* HParamsPluginData.session_end_info 4 */
+#define PB_START_HPARAMS	0x0a	/* SessionStartInfo.hparams 1 (map) */
+#define PB_START_TIME		0x29	/* SessionStartInfo.start_time_secs 5, double */
+#define PB_END_STATUS		0x08	/* SessionEndInfo.status 1, enum */
+#define PB_END_TIME		0x11	/* SessionEndInfo.end_time_secs 2, double */
+#define PB_ENTRY_KEY		0x0a	/* map entry key 1 */
+#define PB_ENTRY_VALUE		0x12	/* map entry value 2 */
+#define PB_PV_NULL		0x08	/* google.protobuf.Value.null_value 1 */
+#define PB_PV_NUMBER		0x11	/* number_value 2, double */
+#define PB_PV_STRING		0x1a	/* string_value 3 */
+#define PB_PV_BOOL		0x20	/* bool_value 4 */
+#define HP_STATUS_SUCCESS	1
+#define HP_STATUS_FAILURE	2
+
+/* TensorProto{dtype: DT_FLOAT, tensor_shape{dim{size: 0}}}, as serialized */
+static const unsigned char null_tensor[] = { 0x08, 0x01, 0x12, 0x02, 0x12, 0x00 };
+
+static void pb_varint(struct buf *b, uint64_t v)
+{
+	unsigned char t[10];
+
+	buf_put(b, t, (size_t)(put_varint(t, v) - t));
+}
+
+static void pb_bytes(struct buf *b, int key, const void *p, size_t n)
+{
+	buf_putc(b, (char)key);
+	pb_varint(b, n);
+	buf_put(b, p, n);
+}
+
+static void pb_double(struct buf *b, int key, double v)
+{
+	unsigned char t[8];
+
+	buf_putc(b, (char)key);
+	put_double(t, v);
+	buf_put(b, t, 8);
+}
+
+/* One map entry of SessionStartInfo.hparams. */
+static int hp_entry(struct buf *ssi, const struct hparam *hp)
+{
+	struct buf v = { 0 }, e = { 0 };
+	int err;
+
+	switch (hp->kind) {
+	case HP_NULL:
+		buf_putc(&v, PB_PV_NULL);
+		buf_putc(&v, 0);
+		break;
+	case HP_NUMBER:
+		pb_double(&v, PB_PV_NUMBER, hp->num);
+		break;
+	case HP_STRING:
+		pb_bytes(&v, PB_PV_STRING, hp->str, hp->slen);
+		break;
+	case HP_BOOL:
+		buf_putc(&v, PB_PV_BOOL);
+		buf_putc(&v, hp->b ? 1 : 0);
+		break;
+	}
+	pb_bytes(&e, PB_ENTRY_KEY, hp->key, hp->klen);
+	pb_bytes(&e, PB_ENTRY_VALUE, v.p, v.len);
+	pb_bytes(ssi, PB_START_HPARAMS, e.p, e.len);
+	err = v.oom || e.oom || ssi->oom ? -ENOMEM : 0;
+	buf_free(&v);
+	buf_free(&e);
+	return err;
+}
+
+/* Event{wall_time, summary{value{tag, metadata{plugin_data{"hparams",
+ * @content}}, tensor}}} as one record. */
+static int tfevents_put_plugin(struct sink *s, const char *tag, const struct buf *content)
+{
+	struct buf pd = { 0 }, md = { 0 }, val = { 0 }, sum = { 0 }, ev = { 0 };
+	int err;
+
+	pb_bytes(&pd, PB_PLUGIN_NAME, HP_PLUGIN, strlen(HP_PLUGIN));
+	pb_bytes(&pd, PB_PLUGIN_CONTENT, content->p, content->len);
+	pb_bytes(&md, PB_META_PLUGIN_DATA, pd.p, pd.len);
+	pb_bytes(&val, PB_VALUE_TAG, tag, strlen(tag));
+	pb_bytes(&val, PB_VALUE_TENSOR, null_tensor, sizeof(null_tensor));
+	pb_bytes(&val, PB_VALUE_METADATA, md.p, md.len);
+	pb_bytes(&sum, PB_SUMMARY_VALUE, val.p, val.len);
+	pb_double(&ev, PB_EVENT_WALL_TIME, now_s());
+	pb_bytes(&ev, PB_EVENT_SUMMARY, sum.p, sum.len);
+	err = content->oom || pd.oom || md.oom || val.oom || sum.oom || ev.oom ? -ENOMEM :
+	      buf_reserve(&s->out, TFEV_HDR + ev.len + TFEV_FTR);
+	if (!err) {
+		memcpy(s->out.p + s->out.len + TFEV_HDR, ev.p, ev.len);
+		record_seal(s, ev.len);
+	}
+	buf_free(&pd);
+	buf_free(&md);
+	buf_free(&val);
+	buf_free(&sum);
+	buf_free(&ev);
+	if (err)
+		return err;
+	return s->out.len > TFEV_FLUSH_AT ? flush(s) : 0;
+}
+
+static int tfevents_hparams(struct sink *s, const struct hparams *hp)
+{
+	struct buf ssi = { 0 }, c = { 0 };
+	int err = 0;
+
+	for (int i = 0; i < hp->nflat && !err; i++)
+		err = hp_entry(&ssi, &hp->flat[i]);
+	if (!err) {
+		pb_double(&ssi, PB_START_TIME, hp->start_time);
+		pb_bytes(&c, PB_HP_START, ssi.p, ssi.len);
+		err = tfevents_put_plugin(s, HP_START_TAG, &c);
+	}
+	buf_free(&ssi);
+	buf_free(&c);
+	return err;
+}
+
+static int tfevents_hparams_end(struct sink *s, bool success, double end_time)
+{
+	struct buf sei = { 0 }, c = { 0 };
+	int err;
+
+	buf_putc(&sei, PB_END_STATUS);
+	buf_putc(&sei, success ? HP_STATUS_SUCCESS : HP_STATUS_FAILURE);
+	pb_double(&sei, PB_END_TIME, end_time);
+	pb_bytes(&c, PB_HP_END, sei.p, sei.len);
+	err = sei.oom ? -ENOMEM : tfevents_put_plugin(s, HP_END_TAG, &c);
+	buf_free(&sei);
+	buf_free(&c);
+	return err;
+}
+
 /* ---- file I/O ---- */
 
 /*
@@ -755,4 +920,6 @@ const struct sink_ops sink_tfevents_ops = {
 	.sync	= tfevents_sync,
 	.path	= tfevents_path,
 	.close	= tfevents_close,
+	.hparams = tfevents_hparams,
+	.hparams_end = tfevents_hparams_end,
 };

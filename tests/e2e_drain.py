@@ -1125,6 +1125,28 @@ def test_observe_exports_without_consuming(env):
     assert [x["step"] for x in rows[1:]] == list(range(79, 100)), rows[1:3]
 
 
+def test_a_resumed_run_is_drained_and_said(env):
+    """A REWIND (a step lower than the last) is taken like a STEP: every
+    row arrives once, in ring order, and stderr names the rewind.  The
+    rows of the voided steps are kept for now (docs/drain.md)."""
+    p = env.script("rw")
+    p.metric("x")
+    p.do("steps 0 6 0")
+    p.do("steps 3 5 0")		# back to 3: the run resumed from a checkpoint
+    p.close()
+    r = env.mring("drain", "--jsonl", env.path("rw.jsonl"), "rw")
+    assert r.returncode == 0, r.stderr
+    assert "went back to step 3" in r.stderr, r.stderr
+    rows = read_jsonl(env.path("rw.jsonl"))
+    assert [(x["step"], x["x"]) for x in rows] == \
+        [(s, s * 1000 + 0.25) for s in [0, 1, 2, 3, 4, 5, 3, 4]], rows
+    # the flight recorder's export counts a REWIND as one of the last steps
+    r = env.mring("drain", "--observe", "--last-steps", "3", "--jsonl",
+                  env.path("last.jsonl"), "rw")
+    assert r.returncode == 0, r.stderr
+    assert [x["step"] for x in read_jsonl(env.path("last.jsonl"))] == [5, 3, 4]
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser()

@@ -216,7 +216,7 @@ static uint64_t last_steps_start(const char *path, uint64_t n)
 	seqs = calloc(n, sizeof(*seqs));
 	while (seqs && (got = mring_read(r, ev, READ_BATCH)) > 0)
 		for (int i = 0; i < got; i++)
-			if (ev[i].kind == MRING_EV_STEP)
+			if (ev[i].kind == MRING_EV_STEP || ev[i].kind == MRING_EV_REWIND)
 				seqs[seen++ % n] = ev[i].seq;
 	if (seqs && seen > n)
 		start = seqs[seen % n];	/* the oldest of the last n */
@@ -353,7 +353,8 @@ static int open_outputs(struct drain *d, bool resume)
  */
 static int seg_take(struct drain *d, struct seg *g, struct mring_event *ev)
 {
-	uint64_t end = ev->seq + (ev->kind == MRING_EV_STEP ? 2 : 1);	/* slots */
+	uint64_t end = ev->seq + (ev->kind == MRING_EV_STEP ||
+				  ev->kind == MRING_EV_REWIND ? 2 : 1);	/* slots */
 	int ret;
 
 	/* a damaged segment's overrun can count past 2^64 (a double): clamp */

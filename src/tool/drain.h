@@ -101,6 +101,7 @@ struct seg {
 	uint64_t committed_seq;	/* next_seq at the last commit */
 	uint64_t prog_from;	/* progress: the position it started from */
 	bool done, crashed;
+	bool rewind_said;	/* a REWIND was reported on stderr */
 	struct names *names;
 	int nnames;
 	struct keyset keys;

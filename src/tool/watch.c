@@ -257,7 +257,9 @@ static struct wseg *seg_find_or_add(struct watch *w, const char *path)
 	struct wseg *p;
 	int lo = 0, hi = w->nsegs;
 
-	p = bsearch(path, w->segs, (size_t)w->nsegs, sizeof(*w->segs), seg_cmp_path);
+	/* bsearch() wants a non-NULL base even for 0 elements */
+	p = w->nsegs ? bsearch(path, w->segs, (size_t)w->nsegs, sizeof(*w->segs),
+			       seg_cmp_path) : NULL;
 	if (p)
 		return p;
 	while (lo < hi) {		/* where it goes */

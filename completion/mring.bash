@@ -27,7 +27,7 @@ _mring()
 	case $cmd in
 	drain)
 		opts="--jsonl --csv --tensorboard --state --follow --wait --flush-ms --every
-			--reduce-ranks --observe --last-steps --help"
+			--reduce-ranks --observe --on-rewind --last-steps --help"
 		case $prev in
 		--jsonl|--state)
 			mapfile -t COMPREPLY < <(compgen -f -- "$cur")
@@ -36,6 +36,9 @@ _mring()
 			mapfile -t COMPREPLY < <(compgen -d -- "$cur")
 			return ;;
 		--flush-ms|--every|--last-steps)
+			return ;;
+		--on-rewind)
+			mapfile -t COMPREPLY < <(compgen -W "remove keep" -- "$cur")
 			return ;;
 		esac ;;
 	serve)

@@ -89,10 +89,10 @@ class Script:
     """tests/prod_script.c: one exact sequence of records, command by
     command; each call returns once the producer has done it."""
 
-    def __init__(self, env, seg, mode, cap, max_metrics):
+    def __init__(self, env, seg, mode, cap, max_metrics, rank=0):
         self.p = subprocess.Popen([ARGS.script, seg, mode, str(cap), str(max_metrics)],
-                                  env=env.env, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
+                                  env=dict(env.env, PROD_RANK=str(rank)),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.p.stdout.readline().strip() == "ready"
 
     def do(self, line):
@@ -1125,26 +1125,133 @@ def test_observe_exports_without_consuming(env):
     assert [x["step"] for x in rows[1:]] == list(range(79, 100)), rows[1:3]
 
 
-def test_a_resumed_run_is_drained_and_said(env):
-    """A REWIND (a step lower than the last) is taken like a STEP: every
-    row arrives once, in ring order, and stderr names the rewind.  The
-    rows of the voided steps are kept for now (docs/drain.md)."""
+def tb_events(path):
+    """[(step, tag, value)] in file order, repeats allowed (a rewind)."""
+    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "tfevents_check.py"), path],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = []
+    for line in r.stdout.splitlines()[:-1]:
+        step, tag, val = line.split(" ")
+        out.append((int(step), tag, float(val)))
+    return out
+
+
+def resumed_run(p, first, back, last, mark):
+    """Steps [0, first), then the run resumes at @back and logs up to
+    @last; the second attempt's values end in @mark."""
+    p.do("steps 0 %d 0" % first)
+    for s in range(back, last):
+        p.do("step %d" % s)
+        p.do("log 0 %s" % (s + mark))
+
+
+def test_a_resumed_run_keeps_one_history(env):
+    """A REWIND removes the rows of the voided steps from JSONL and CSV:
+    each holds steps 0..end once, with the second attempt's values for
+    the steps it logged again.  TensorBoard gets the new points after the
+    old ones (it drops points of a lower step by itself)."""
     p = env.script("rw")
     p.metric("x")
-    p.do("steps 0 6 0")
-    p.do("steps 3 5 0")		# back to 3: the run resumed from a checkpoint
+    resumed_run(p, 10, 5, 8, 0.5)
     p.close()
-    r = env.mring("drain", "--jsonl", env.path("rw.jsonl"), "rw")
+    r = env.mring("drain", "--jsonl", env.path("rw.jsonl"), "--csv", env.path("csv"),
+                  "--tensorboard", env.path("tb"), "rw")
     assert r.returncode == 0, r.stderr
-    assert "went back to step 3" in r.stderr, r.stderr
-    rows = read_jsonl(env.path("rw.jsonl"))
-    assert [(x["step"], x["x"]) for x in rows] == \
-        [(s, s * 1000 + 0.25) for s in [0, 1, 2, 3, 4, 5, 3, 4]], rows
+    assert "went back to step 5" in r.stderr and "are removed" in r.stderr, r.stderr
+    want = [(s, s * 1000 + 0.25) for s in range(5)] + [(s, s + 0.5) for s in range(5, 8)]
+    assert [(x["step"], x["x"]) for x in read_jsonl(env.path("rw.jsonl"))] == want
+    assert [(x["step"], x["x"]) for x in read_csv(env.path("csv", "metrics.csv"))] == want
+    tb = [(st, v) for st, tag, v in tb_events(tb_file(env)) if tag == "x"]
+    assert tb == [(s, f32(s * 1000 + 0.25)) for s in range(10)] + \
+        [(s, f32(s + 0.5)) for s in range(5, 8)], tb
     # the flight recorder's export counts a REWIND as one of the last steps
     r = env.mring("drain", "--observe", "--last-steps", "3", "--jsonl",
                   env.path("last.jsonl"), "rw")
     assert r.returncode == 0, r.stderr
-    assert [x["step"] for x in read_jsonl(env.path("last.jsonl"))] == [5, 3, 4]
+    assert [x["step"] for x in read_jsonl(env.path("last.jsonl"))] == [5, 6, 7]
+
+
+def test_on_rewind_keep_marks_the_rewind(env):
+    p = env.script("rk")
+    p.metric("x")
+    resumed_run(p, 4, 2, 3, 0.5)
+    p.close()
+    r = env.mring("drain", "--on-rewind", "keep", "--jsonl", env.path("rk.jsonl"), "rk")
+    assert r.returncode == 0 and "a mring_rewind row marks it" in r.stderr, r.stderr
+    rows = [(x["step"], x.get("x"), x.get("mring_rewind"))
+            for x in read_jsonl(env.path("rk.jsonl"))]
+    assert rows == [(0, 0.25, None), (1, 1000.25, None), (2, 2000.25, None),
+                    (3, 3000.25, None), (2, None, 2), (2, 2.5, None)], rows
+    r = env.mring("drain", "--on-rewind", "sometimes", "--jsonl", env.path("x.jsonl"), "rk")
+    assert r.returncode == 1 and "not remove or keep" in r.stderr, r.stderr
+
+
+def test_a_rewind_voids_only_its_ranks_rows(env):
+    ps = []
+    for rank in (0, 1):
+        p = Script(env, "rr%d" % rank, "drop", 1 << 12, 0, rank=rank)
+        env.procs.append(p.p)
+        p.metric("x")
+        ps.append(p)
+    resumed_run(ps[1], 6, 2, 4, 0.5)	# rank 1 goes back to step 2
+    ps[0].do("steps 0 6 0")
+    for p in ps:
+        p.close()
+    r = env.mring("drain", "--jsonl", env.path("rr.jsonl"), "--csv", env.path("csv"),
+                  "rr*")
+    assert r.returncode == 0, r.stderr
+    for rows in (read_jsonl(env.path("rr.jsonl")), read_csv(env.path("csv", "metrics.csv"))):
+        got = sorted((x["rank"], x["step"], x["x"]) for x in rows)
+        want = sorted([(0, s, s * 1000 + 0.25) for s in range(6)] +
+                      [(1, s, s * 1000 + 0.25) for s in range(2)] +
+                      [(1, s, s + 0.5) for s in range(2, 4)])
+        assert got == want, got
+
+
+def test_rewinds_survive_drainer_kills_exactly(env):
+    """15 rewinds in one run, the drainer SIGKILLed at random instants
+    (also inside the voiding of a rewind) and restarted until it finishes:
+    JSONL and CSV end with every step once, with the value of the last
+    attempt that logged it."""
+    p = env.script("rwk", cap=1 << 20)
+    p.metric("x")
+    want, lines, start = {}, [], 0
+    for attempt in range(15):
+        for s in range(start, start + 3000):
+            lines += ["step %d" % s, "log 0 %d" % (s * 1000 + attempt)]
+            want[s] = s * 1000 + attempt
+        start += 3000 - 1000		# the next attempt resumes 1000 steps back
+    for k in range(0, len(lines), 1000):	# a pipe's worth of answers at a time
+        p.p.stdin.write("\n".join(lines[k:k + 1000]) + "\n")
+        p.p.stdin.flush()
+        for _ in lines[k:k + 1000]:
+            assert p.p.stdout.readline().startswith("ok")
+    p.close()
+    rng = random.Random(7)
+    kills = recovered = 0
+    for _ in range(2000):
+        d = env.drain("--flush-ms", "2", "--jsonl", env.path("k.jsonl"), "--csv",
+                      env.path("csv"), "rwk")
+        try:
+            rc = d.wait(timeout=rng.uniform(0.001, 0.03))
+        except subprocess.TimeoutExpired:
+            d.kill()
+            d.wait()
+            kills += 1
+            recovered += "a killed drainer had begun" in d.stderr.read()
+            continue
+        err = d.stderr.read()
+        recovered += "a killed drainer had begun" in err
+        assert rc == 0, err
+        break
+    else:
+        assert False, "the drain never finished"
+    print("  %d kills, %d inside the voiding of a rewind" % (kills, recovered))
+    assert kills >= 3 and recovered >= 1, (kills, recovered)
+    want = sorted(want.items())
+    assert [(x["step"], x["x"]) for x in read_jsonl(env.path("k.jsonl"))] == want
+    assert [(x["step"], x["x"]) for x in read_csv(env.path("csv", "metrics.csv"))] == want
 
 
 def main():

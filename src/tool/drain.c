@@ -62,6 +62,10 @@ static const char drain_usage[] =
 	"                      segment ended the epoch: exact weighted mean, sum, min, max\n"
 	"  --observe           export what the rings hold without consuming it (no\n"
 	"                      state; new outputs only); complete while nothing was lost\n"
+	"  --on-rewind remove|keep  a run that went back to a step (resumed from a\n"
+	"                      checkpoint): remove the rows of the steps it voids\n"
+	"                      from JSONL and CSV (default), or keep them and mark\n"
+	"                      the rewind with a mring_rewind row\n"
 	"  --last-steps N      with --observe: only the last N steps the rings hold\n"
 	"                      (the flight-recorder files of `mring watch`)\n"
 	"\n"
@@ -699,6 +703,7 @@ static int parse_args(struct drain *d, int argc, char **argv)
 		{ "every", required_argument, NULL, 'e' },
 		{ "reduce-ranks", no_argument, NULL, 'r' },
 		{ "observe", no_argument, NULL, 'o' },
+		{ "on-rewind", required_argument, NULL, 'R' },
 		{ "last-steps", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -719,6 +724,14 @@ static int parse_args(struct drain *d, int argc, char **argv)
 		case 'w': d->wait = true; break;
 		case 'r': d->reduce = true; break;
 		case 'o': d->observe = true; break;
+		case 'R':
+			if (strcmp(optarg, "keep") && strcmp(optarg, "remove")) {
+				fprintf(stderr, "mring drain: --on-rewind: %s: not remove or "
+					"keep\n", optarg);
+				return -EINVAL;
+			}
+			d->keep_rewinds = !strcmp(optarg, "keep");
+			break;
 		case 'L':
 			if (parse_number("--last-steps", optarg, LAST_STEPS_MAX, &v) < 0 || !v) {
 				fprintf(stderr, "mring drain: --last-steps: not a positive "
@@ -808,6 +821,9 @@ static int drain_setup(struct drain *d, char **args, int nargs, int *skipped)
 		if (resume == -EBADMSG || resume == -EINVAL || resume == -ESTALE)
 			return EXIT_USAGE;
 		if (resume < 0)
+			return EXIT_OUTPUT;
+		/* a rewind's voiding that a killed drainer began */
+		if (resume > 0 && rewind_recover(d) < 0)
 			return EXIT_OUTPUT;
 	}
 	if (open_outputs(d, resume > 0) < 0)

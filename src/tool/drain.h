@@ -101,7 +101,8 @@ struct seg {
 	uint64_t committed_seq;	/* next_seq at the last commit */
 	uint64_t prog_from;	/* progress: the position it started from */
 	bool done, crashed;
-	bool rewind_said;	/* a REWIND was reported on stderr */
+	bool void_pending;	/* drain_rewind.c: voiding rows of steps >= */
+	uint64_t void_step;	/* void_step is under way (in the state) */
 	struct names *names;
 	int nnames;
 	struct keyset keys;
@@ -151,6 +152,7 @@ struct drain {
 	uint64_t every;		/* --every N, 0: every step */
 	bool reduce;		/* --reduce-ranks */
 	bool observe;		/* --observe: export, consume nothing */
+	bool keep_rewinds;	/* --on-rewind keep */
 	uint64_t last_steps;	/* --last-steps N (with --observe), 0: all */
 	struct xepoch *xe;
 	int nxe;
@@ -172,6 +174,12 @@ struct drain {
 		int64_t every;		/* ms between updates */
 	} prog;
 };
+
+/* drain_rewind.c */
+int rewind_take(struct drain *d, struct seg *g, const struct mring_event *ev);
+int rewind_recover(struct drain *d);
+/* drain_state.c: sinks committed and synced, state written: no position moves */
+int drain_checkpoint(struct drain *d);
 
 /* drain_names.c */
 int names_cover(struct seg *g, int id);

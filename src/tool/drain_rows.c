@@ -182,24 +182,6 @@ static int take_lost(struct drain *d, struct seg *g, const struct mring_event *e
  * event the segment cannot have sent (a metric it does not have, a value
  * of a metric without that flag), -ENOMEM, or a sink's error.
  */
-/*
- * A REWIND: the run resumed from a checkpoint, and the rows of steps >=
- * ev->step already written are void.  Removing them from the JSONL and
- * CSV files is not implemented yet (issue 15): they are kept, the new
- * rows follow them, and stderr says so once per segment.  TensorBoard
- * drops points of a lower step by itself.
- */
-static void rewind_note(struct seg *g, const struct mring_event *ev)
-{
-	if (g->rewind_said)
-		return;
-	g->rewind_said = true;
-	fprintf(stderr, "mring drain: %s: the run went back to step %llu (resumed from a "
-		"checkpoint); the rows of steps >= %llu drained before are kept, and the "
-		"new ones follow them (docs/drain.md, Resumed runs)\n", g->path,
-		(unsigned long long)ev->step, (unsigned long long)ev->step);
-}
-
 int take_event(struct drain *d, struct seg *g, const struct mring_event *ev)
 {
 	int ret = 0;
@@ -224,8 +206,7 @@ int take_event(struct drain *d, struct seg *g, const struct mring_event *ev)
 	case MRING_EV_VALUE:
 		return take_value(d, g, ev);
 	case MRING_EV_REWIND:
-		rewind_note(g, ev);
-		return pending_flush(d, g, &g->step_row, ROW_STEP);	/* a step too */
+		return rewind_take(d, g, ev);	/* a step too */
 	case MRING_EV_STEP:
 		return pending_flush(d, g, &g->step_row, ROW_STEP);
 	case MRING_EV_EPOCH_VALUE:

@@ -86,6 +86,9 @@ static void state_print(FILE *f, struct drain *d)
 	for (int i = 0; i < d->nsegs; i++) {
 		rows_save(f, &d->segs[i]);
 		window_save(f, &d->segs[i]);
+		if (d->segs[i].void_pending)	/* drain_rewind.c */
+			fprintf(f, "void %llu %s\n", (unsigned long long)d->segs[i].void_step,
+				d->segs[i].path);
 	}
 	xstate_save(f, d);
 	for (int i = 0; i < d->nouts; i++) {
@@ -156,6 +159,23 @@ static int segment_load(struct drain *d, const char *line)
 	return 0;
 }
 
+/* "void STEP PATH": a rewind's voiding was under way (drain_rewind.c) */
+static int void_load(struct drain *d, const char *line)
+{
+	unsigned long long step;
+	struct seg *g;
+	int pos = 0;
+
+	if (sscanf(line, "void %llu %n", &step, &pos) != 1 || !pos)
+		return -EBADMSG;
+	g = seg_by_path(d, line + pos);
+	if (g) {
+		g->void_step = step;
+		g->void_pending = true;
+	}
+	return 0;
+}
+
 static int sink_load(struct drain *d, const char *line, int *out)
 {
 	unsigned long long size;
@@ -196,6 +216,8 @@ static int state_line(struct drain *d, const char *line, int *out)
 		return *out >= 0 ? hparams_load(&d->outs[*out], line) : -EBADMSG;
 	if (!strncmp(line, "row ", 4))
 		return rows_load(d, line);
+	if (!strncmp(line, "void ", 5))
+		return void_load(d, line);
 	if (!strncmp(line, "window ", 7))
 		return window_load(d, line);
 	if (line[0] == 'x')
@@ -270,6 +292,23 @@ static int sinks_commit(struct drain *d, bool durable)
 		}
 	}
 	return 0;
+}
+
+int drain_checkpoint(struct drain *d)
+{
+	int ret;
+
+	if (d->failed)
+		return -ECANCELED;
+	ret = sinks_commit(d, true);
+	if (ret < 0 || d->observe)
+		return ret;
+	ret = state_write(d, true);
+	if (ret < 0) {
+		fprintf(stderr, "mring drain: %s: %s\n", d->state_path, strerror(-ret));
+		d->failed = d->output_failed = true;
+	}
+	return ret;
 }
 
 /*

@@ -72,7 +72,8 @@ void sink_state_clear(struct sink_state *st);
  */
 static inline bool sink_key_reserved(const char *key)
 {
-	static const char *const keys[] = { "epoch", "step", "rank", "mring_lost" };
+	static const char *const keys[] = { "epoch", "step", "rank", "mring_lost",
+					    "mring_rewind" };
 
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (!strcmp(key, keys[i]))

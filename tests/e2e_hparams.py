@@ -15,7 +15,6 @@ independent readers check what the drain wrote:
 Usage: e2e_hparams.py --mring PATH --script PATH [--only NAME]
 Needs python3-yaml, python3-protobuf, python3-crc32c, protobuf-compiler.
 """
-import argparse
 import json
 import math
 import os
@@ -26,9 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 import yaml
+
+import e2e_common  # tests/, next to this file
 
 ARGS = None
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -591,30 +591,7 @@ def test_no_hparams_no_files(env):
 
 
 def main():
-    global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mring", required=True)
-    ap.add_argument("--script", required=True)
-    ap.add_argument("--only")
-    ARGS = ap.parse_args()
-    tests = [(n, f) for n, f in sorted(globals().items())
-             if n.startswith("test_") and (not ARGS.only or ARGS.only in n)]
-    passed = failed = 0
-    for name, fn in tests:
-        env = Env(name[5:20])
-        t0 = time.time()
-        try:
-            fn(env)
-            passed += 1
-            print("PASS %s (%.2fs)" % (name, time.time() - t0), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s" % name, flush=True)
-            traceback.print_exc()
-        finally:
-            env.close()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return e2e_common.main(globals(), Env, ["mring", "script"])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ under /usr/bin/python3 with the standard library only.
 
 Usage: e2e_tool.py --mring PATH --producer PATH [--only NAME]
 """
-import argparse
 import fcntl
 import os
 import re
@@ -18,7 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
+
+import e2e_common  # tests/, next to this file
 
 ARGS = None
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -383,30 +383,7 @@ def test_bad_options_carry_the_full_prefix(env):
 
 
 def main():
-    global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mring", required=True)
-    ap.add_argument("--producer", required=True)
-    ap.add_argument("--only")
-    ARGS = ap.parse_args()
-    tests = [(n, f) for n, f in sorted(globals().items())
-             if n.startswith("test_") and (not ARGS.only or ARGS.only in n)]
-    passed = failed = 0
-    for name, fn in tests:
-        env = Env(name[5:20])
-        t0 = time.time()
-        try:
-            fn(env)
-            passed += 1
-            print("PASS %s (%.2fs)" % (name, time.time() - t0), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s" % name, flush=True)
-            traceback.print_exc()
-        finally:
-            env.close()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return e2e_common.main(globals(), Env, ["mring", "producer"])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,39 @@
+# SPDX-License-Identifier: MIT
+"""The runner shared by tests/e2e_drain.py, e2e_hparams.py and e2e_tool.py:
+command line, one fresh environment per test, PASS/FAIL lines and the
+exit status."""
+import argparse
+import time
+import traceback
+
+
+def main(namespace, make_env, required):
+    """Run every test_* function of @namespace (a module's globals()),
+    each with make_env(short name), closed afterwards.  The command line
+    takes --OPT PATH for each name in @required, and --only SUBSTRING;
+    the parsed arguments become the module's ARGS.  Returns 1 if any
+    test failed, else 0."""
+    ap = argparse.ArgumentParser()
+    for opt in required:
+        ap.add_argument("--" + opt, required=True)
+    ap.add_argument("--only")
+    args = namespace["ARGS"] = ap.parse_args()
+    tests = [(n, f) for n, f in sorted(namespace.items())
+             if n.startswith("test_") and callable(f) and
+             (not args.only or args.only in n)]
+    passed = failed = 0
+    for name, fn in tests:
+        env = make_env(name[5:20])
+        t0 = time.time()
+        try:
+            fn(env)
+            passed += 1
+            print("PASS %s (%.2fs)" % (name, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s" % name, flush=True)
+            traceback.print_exc()
+        finally:
+            env.close()
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0

@@ -3,6 +3,9 @@
 command line, one fresh environment per test, PASS/FAIL lines and the
 exit status."""
 import argparse
+import os
+import shutil
+import tempfile
 import time
 import traceback
 
@@ -37,3 +40,28 @@ def main(namespace, make_env, required):
             env.close()
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
+
+
+class BaseEnv:
+    """A private MRING_DIR (shm/) and output directory for one test, and
+    the processes it started, killed and reaped by close()."""
+
+    def __init__(self, name, prefix="mring-e2e"):
+        self.dir = tempfile.mkdtemp(prefix="%s-%s-" % (prefix, name))
+        self.shm = os.path.join(self.dir, "shm")
+        os.mkdir(self.shm)
+        self.env = dict(os.environ, MRING_DIR=self.shm)
+        self.procs = []
+
+    def path(self, *p):
+        return os.path.join(self.dir, *p)
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            for f in (p.stdin, p.stdout, p.stderr):
+                if f:
+                    f.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -16,12 +16,10 @@ import math
 import os
 import random
 import re
-import shutil
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -32,18 +30,11 @@ ARGS = None
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-class Env:
+class Env(e2e_common.BaseEnv):
     """A private MRING_DIR and output directory for one test."""
 
     def __init__(self, name):
-        self.dir = tempfile.mkdtemp(prefix="mring-e2e-%s-" % name)
-        self.shm = os.path.join(self.dir, "shm")
-        os.mkdir(self.shm)
-        self.env = dict(os.environ, MRING_DIR=self.shm)
-        self.procs = []
-
-    def path(self, *p):
-        return os.path.join(self.dir, *p)
+        super().__init__(name, "mring-e2e")
 
     def reap(self, p):
         """Wait for @p and close its pipes now: a long test that starts
@@ -77,12 +68,6 @@ class Env:
         self.procs.append(p)
         return p
 
-    def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Script:

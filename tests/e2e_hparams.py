@@ -19,11 +19,9 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import yaml
@@ -34,18 +32,11 @@ ARGS = None
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-class Env:
+class Env(e2e_common.BaseEnv):
     """A private MRING_DIR and output directory for one test."""
 
     def __init__(self, name):
-        self.dir = tempfile.mkdtemp(prefix="mring-hp-%s-" % name)
-        self.shm = os.path.join(self.dir, "shm")
-        os.mkdir(self.shm)
-        self.env = dict(os.environ, MRING_DIR=self.shm)
-        self.procs = []
-
-    def path(self, *p):
-        return os.path.join(self.dir, *p)
+        super().__init__(name, "mring-hp")
 
     def script(self, seg, rank=0, mode="drop", cap=1 << 12):
         p = Script(self, seg, rank, mode, cap)
@@ -62,12 +53,6 @@ class Env:
         return subprocess.run([ARGS.mring, "drain"] + list(args), env=self.env,
                               capture_output=True, text=True, timeout=timeout)
 
-    def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Script:

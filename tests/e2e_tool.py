@@ -11,11 +11,9 @@ Usage: e2e_tool.py --mring PATH --producer PATH [--only NAME]
 import fcntl
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 import e2e_common  # tests/, next to this file
@@ -29,18 +27,11 @@ OFF_DPOS_SEQ = 400      # dpos.seq, u64; 0 reads as drain position 0
 FULL_OVERWRITE = 1
 
 
-class Env:
+class Env(e2e_common.BaseEnv):
     """A private MRING_DIR and output directory for one test."""
 
     def __init__(self, name):
-        self.dir = tempfile.mkdtemp(prefix="mring-e2e-%s-" % name)
-        self.shm = os.path.join(self.dir, "shm")
-        os.mkdir(self.shm)
-        self.env = dict(os.environ, MRING_DIR=self.shm)
-        self.procs = []
-
-    def path(self, *p):
-        return os.path.join(self.dir, *p)
+        super().__init__(name, "mring-e2e")
 
     def seg(self, name):
         return os.path.join(self.shm, name)
@@ -63,16 +54,6 @@ class Env:
         self.procs.append(p)
         return p
 
-    def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-            if p.stdout:
-                p.stdout.close()
-            if p.stderr:
-                p.stderr.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def ls(env):

@@ -512,11 +512,18 @@ def test_corrupt_removed_and_100(env):
     # a few polls (21 times each in 5 s): give it 2 s to do so
     few.wait_for(lambda d: False, timeout=2)
     few.stop()
-    stalls = [a["segment"] for a in few.alerts(event="alert", rule="stall")]
-    forgot = [x for x in few.stderr().splitlines() if "removed" in x and "many001" not in x]
-    check("out of descriptors: segments watched, each alerted once, never forgotten",
-          len(set(stalls)) >= 20 and len(stalls) == len(set(stalls)) and not forgot,
-          (len(stalls), len(set(stalls)), forgot[:3]))
+    # once per condition: per segment, alert and clear alternate (a
+    # producer that steps clears its stall; a slow start may do that)
+    seq, twice = {}, []
+    for a in few.alerts(rule="stall"):
+        if seq.get(a["segment"]) == a["event"]:
+            twice.append(a)
+        seq[a["segment"]] = a["event"]
+    watched = [x.split()[3] for x in few.stderr().splitlines()
+               if x.startswith("mring watch: watching ")]
+    check("out of descriptors: segments watched once each, never forgotten, "
+          "each stall alerted once", len(seq) >= 20 and not twice and
+          len(watched) == len(set(watched)), (len(seq), twice[:2], len(watched)))
     check("out of descriptors: said once on stderr",
           few.stderr().count("not watched until descriptors are free") == 1, few.stderr())
     for p in ps:

@@ -268,7 +268,8 @@ static void check_events(struct mring_reader *r, const struct mring_event *ev,
 	for (int k = 0; k < n; k++) {
 		const struct mring_event *e = &ev[k];
 
-		CHECK(e->kind >= MRING_EV_VALUE && e->kind <= MRING_EV_EPOCH_WEIGHT);
+		CHECK((e->kind >= MRING_EV_VALUE && e->kind <= MRING_EV_EPOCH_WEIGHT) ||
+		      e->kind == MRING_EV_REWIND);
 		switch (e->kind) {
 		case MRING_EV_VALUE:
 		case MRING_EV_EPOCH_VALUE:

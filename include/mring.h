@@ -557,7 +557,8 @@ MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
  * mring_step - start a step
  * @w: writer handle
  * @step: the x-axis of every following value (Lightning's
- *        _batches_that_stepped, HF's global_step); need not increase
+ *        _batches_that_stepped, HF's global_step); may repeat; lower
+ *        than the last means a resume (see below)
  *
  * Stamps the step's wall-clock time (CLOCK_REALTIME through the vDSO: no
  * syscall unless the kernel's clocksource has no vDSO support), appends

@@ -632,7 +632,13 @@ static int flat_add(struct flat *f, struct hparam *hp, const struct buf *key,
 	return 0;
 }
 
-static int flatten(const struct jdoc *d, int obj, struct buf *key, struct flat *f)
+/*
+ * The members of object @obj as struct hparam.  @nest: a non-empty
+ * object's members are taken in turn under "key/..." (TensorBoard);
+ * otherwise only the top level, and every value also gets its text in
+ * ->str: a string's decoded, any other value's compact JSON (mring serve).
+ */
+static int flatten(const struct jdoc *d, int obj, struct buf *key, struct flat *f, bool nest)
 {
 	for (int k = d->v[obj].kid; k >= 0; k = d->v[d->v[k].next].next) {
 		const struct jnode *v = &d->v[d->v[k].next];
@@ -644,8 +650,8 @@ static int flatten(const struct jdoc *d, int obj, struct buf *key, struct flat *
 		if (at)
 			buf_putc(key, '/');
 		str_utf8(key, &d->v[k]);
-		if (v->t == J_OBJ && v->kid >= 0) {
-			err = key->oom ? -ENOMEM : flatten(d, d->v[k].next, key, f);
+		if (nest && v->t == J_OBJ && v->kid >= 0) {
+			err = key->oom ? -ENOMEM : flatten(d, d->v[k].next, key, f, nest);
 			key->len = at;
 			if (err)
 				return err;
@@ -669,6 +675,8 @@ static int flatten(const struct jdoc *d, int obj, struct buf *key, struct flat *
 			json_compact(&val, d, d->v[k].next);
 			break;
 		}
+		if (!nest && v->t != J_STR && v->t != J_OBJ && v->t != J_ARR)
+			json_compact(&val, d, d->v[k].next);	/* number, true, false, null */
 		err = flat_add(f, &hp, key, &val);
 		buf_free(&val);
 		key->len = at;
@@ -687,7 +695,7 @@ void hparams_flat_free(struct hparam *flat, int n)
 	free(flat);
 }
 
-int hparams_flatten(const char *text, size_t len, struct hparam **out, int *n)
+static int members(const char *text, size_t len, bool nest, struct hparam **out, int *n)
 {
 	struct jdoc d;
 	struct buf key = { 0 };
@@ -695,7 +703,7 @@ int hparams_flatten(const char *text, size_t len, struct hparam **out, int *n)
 	int err = jdoc_parse(&d, text, len);
 
 	if (!err)
-		err = flatten(&d, 0, &key, &f);
+		err = flatten(&d, 0, &key, &f, nest);
 	buf_free(&key);
 	jdoc_free(&d);
 	if (err) {
@@ -705,6 +713,16 @@ int hparams_flatten(const char *text, size_t len, struct hparam **out, int *n)
 	*out = f.v;
 	*n = f.n;
 	return 0;
+}
+
+int hparams_flatten(const char *text, size_t len, struct hparam **out, int *n)
+{
+	return members(text, len, true, out, n);
+}
+
+int hparams_top(const char *text, size_t len, struct hparam **out, int *n)
+{
+	return members(text, len, false, out, n);
 }
 
 /* ---- side files ---- */

@@ -58,6 +58,7 @@
 #include <urcu/urcu-memb.h>
 #include <urcu/rculfhash.h>
 
+#include "sink.h"
 #include "text.h"
 #include "tool.h"
 
@@ -616,93 +617,10 @@ static void emit_met_field(struct buf *b, const struct snap *sn, enum met_field 
 /*
  * mring_hparam_info: one series per top-level member of the object,
  * {name="KEY", value="VALUE"} 1, VALUE being a string's text or any
- * other value's JSON, cut at HPARAM_LABEL_MAX bytes.  The text was
- * validated by the library (one JSON object), so a scanner suffices.
+ * other value's compact JSON (hparams_top()), cut at HPARAM_LABEL_MAX
+ * bytes.
  */
 #define HPARAM_LABEL_MAX 256
-
-static const char *json_skip_ws(const char *p)
-{
-	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-		p++;
-	return p;
-}
-
-/* The string at @p (at its quote) decoded into @out; returns the end. */
-static const char *json_string(const char *p, struct buf *out)
-{
-	for (p++; *p && *p != '"'; p++) {
-		unsigned cp;
-
-		if (*p != '\\') {
-			buf_putc(out, *p);
-			continue;
-		}
-		p++;
-		switch (*p) {
-		case 'b': buf_putc(out, '\b'); continue;
-		case 'f': buf_putc(out, '\f'); continue;
-		case 'n': buf_putc(out, '\n'); continue;
-		case 'r': buf_putc(out, '\r'); continue;
-		case 't': buf_putc(out, '\t'); continue;
-		case 'u': break;
-		default: buf_putc(out, *p); continue;
-		}
-		sscanf(p + 1, "%4x", &cp);
-		p += 4;
-		if (cp >= 0xd800 && cp < 0xdc00 && p[1] == '\\' && p[2] == 'u') {
-			unsigned lo = 0;
-
-			sscanf(p + 3, "%4x", &lo);
-			if (lo >= 0xdc00 && lo < 0xe000) {
-				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-				p += 6;
-			}
-		}
-		if (cp >= 0xd800 && cp < 0xe000)
-			cp = 0xfffd;	/* a lone surrogate */
-		if (cp < 0x80) {
-			buf_putc(out, (char)cp);
-		} else if (cp < 0x800) {
-			buf_putc(out, (char)(0xc0 | cp >> 6));
-			buf_putc(out, (char)(0x80 | (cp & 0x3f)));
-		} else if (cp < 0x10000) {
-			buf_putc(out, (char)(0xe0 | cp >> 12));
-			buf_putc(out, (char)(0x80 | (cp >> 6 & 0x3f)));
-			buf_putc(out, (char)(0x80 | (cp & 0x3f)));
-		} else {
-			buf_putc(out, (char)(0xf0 | cp >> 18));
-			buf_putc(out, (char)(0x80 | (cp >> 12 & 0x3f)));
-			buf_putc(out, (char)(0x80 | (cp >> 6 & 0x3f)));
-			buf_putc(out, (char)(0x80 | (cp & 0x3f)));
-		}
-	}
-	buf_putc(out, '\0');
-	return *p ? p + 1 : p;
-}
-
-/* The end of the (non-string) value at @p: nested brackets and strings skipped. */
-static const char *json_value_end(const char *p)
-{
-	int depth = 0;
-
-	for (; *p; p++) {
-		if (*p == '"') {
-			for (p++; *p && *p != '"'; p++)
-				if (*p == '\\' && p[1])
-					p++;
-		} else if (*p == '{' || *p == '[') {
-			depth++;
-		} else if (*p == '}' || *p == ']') {
-			if (!depth)
-				return p;
-			depth--;
-		} else if (*p == ',' && !depth) {
-			return p;
-		}
-	}
-	return p;
-}
 
 /* Cut @v to HPARAM_LABEL_MAX bytes at a UTF-8 character boundary. */
 static void label_cut(char *v)
@@ -723,43 +641,23 @@ static void emit_hparams(struct buf *b, const struct snap *sn)
 	       "The producer's hyperparameters, one series per top-level key: name and value "
 	       "(a string's text, or JSON; cut at 256 bytes). Always 1.");
 	for (int i = 0; i < sn->n; i++) {
-		const char *p = sn->s[i].hparams;
-		struct buf key = { 0 }, val = { 0 };
+		const char *text = sn->s[i].hparams;
+		struct hparam *hp;
+		int n;
 
-		if (!p)
+		if (!text || hparams_top(text, strlen(text), &hp, &n) < 0)
 			continue;
-		p = json_skip_ws(p) + 1;	/* past '{' */
-		for (p = json_skip_ws(p); *p == '"'; p = json_skip_ws(p)) {
-			const char *end;
-
-			key.len = val.len = 0;
-			p = json_skip_ws(json_string(p, &key));
-			p = json_skip_ws(p + 1);	/* past ':' */
-			if (*p == '"') {
-				end = json_string(p, &val);
-			} else {
-				end = json_value_end(p);
-				while (end > p && strchr(" \t\r\n", end[-1]))
-					end--;
-				buf_put(&val, p, (size_t)(end - p));
-				buf_putc(&val, '\0');
-			}
-			if (key.oom || val.oom)
-				break;
-			label_cut(key.p);
-			label_cut(val.p);
+		for (int k = 0; k < n; k++) {
+			label_cut(hp[k].key);
+			label_cut(hp[k].str);
 			labels_open(b, "mring_hparam_info", &sn->s[i]);
 			buf_puts(b, ",name=\"");
-			buf_label(b, key.p);
+			buf_label(b, hp[k].key);
 			buf_puts(b, "\",value=\"");
-			buf_label(b, val.p);
+			buf_label(b, hp[k].str);
 			buf_puts(b, "\"} 1\n");
-			p = json_skip_ws(end);
-			if (*p == ',')
-				p++;
 		}
-		buf_free(&key);
-		buf_free(&val);
+		hparams_flat_free(hp, n);
 	}
 }
 

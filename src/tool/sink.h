@@ -131,6 +131,8 @@ struct buf;
 int hparams_yaml(struct buf *out, const char *text, size_t len);
 /* The scalars: nested objects flattened to "a/b", arrays as JSON text. */
 int hparams_flatten(const char *text, size_t len, struct hparam **out, int *n);
+/* The top-level members only, each with its value's text in ->str (mring serve). */
+int hparams_top(const char *text, size_t len, struct hparam **out, int *n);
 void hparams_flat_free(struct hparam *flat, int n);
 /* FNV-1a of @text, never 0 (0: none). */
 uint64_t hparams_hash(const char *text, size_t len);

@@ -5,6 +5,8 @@ exit status."""
 import argparse
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
 import traceback
@@ -65,3 +67,37 @@ class BaseEnv:
                 if f:
                     f.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Script:
+    """tests/prod_script.c: one exact sequence of records, command by
+    command; each call returns once the producer has done it."""
+
+    def __init__(self, path, env, seg, mode="drop", cap=1 << 12, max_metrics=0, rank=0):
+        self.p = subprocess.Popen([path, seg, mode, str(cap), str(max_metrics)],
+                                  env=dict(env.env, PROD_RANK=str(rank)),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout.readline().strip() == "ready"
+
+    def do(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        got = self.p.stdout.readline().strip()
+        assert got.startswith("ok"), (line[:200], got)
+        return int(got.split()[1]) if got != "ok" else None
+
+    def metric(self, name, flags="step"):
+        return self.do("metric %s %s" % (name, flags))
+
+    def hparams(self, text):
+        self.do("hparams " + text)
+
+    def close(self):
+        self.p.stdin.write("close\n")
+        self.p.stdin.close()
+        assert self.p.wait() == 0
+
+    def crash(self):
+        self.p.stdin.write("crash\n")
+        self.p.stdin.close()
+        assert self.p.wait() == -signal.SIGKILL

@@ -70,30 +70,8 @@ class Env(e2e_common.BaseEnv):
 
 
 
-class Script:
-    """tests/prod_script.c: one exact sequence of records, command by
-    command; each call returns once the producer has done it."""
-
-    def __init__(self, env, seg, mode, cap, max_metrics, rank=0):
-        self.p = subprocess.Popen([ARGS.script, seg, mode, str(cap), str(max_metrics)],
-                                  env=dict(env.env, PROD_RANK=str(rank)),
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.p.stdout.readline().strip() == "ready"
-
-    def do(self, line):
-        self.p.stdin.write(line + "\n")
-        self.p.stdin.flush()
-        got = self.p.stdout.readline().strip()
-        assert got.startswith("ok"), (line, got)
-        return int(got.split()[1]) if got != "ok" else None
-
-    def metric(self, name, flags="step"):
-        return self.do("metric %s %s" % (name, flags))
-
-    def close(self):
-        self.p.stdin.write("close\n")
-        self.p.stdin.close()
-        assert self.p.wait() == 0
+def Script(env, seg, mode, cap, max_metrics, rank=0):
+    return e2e_common.Script(ARGS.script, env, seg, mode, cap, max_metrics, rank)
 
 
 def no_dup_keys(pairs):

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -55,32 +54,8 @@ class Env(e2e_common.BaseEnv):
 
 
 
-class Script:
-    def __init__(self, env, seg, rank, mode, cap):
-        self.p = subprocess.Popen([ARGS.script, seg, mode, str(cap)],
-                                  env=dict(env.env, PROD_RANK=str(rank)),
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.p.stdout.readline().strip() == "ready"
-
-    def do(self, line):
-        self.p.stdin.write(line + "\n")
-        self.p.stdin.flush()
-        got = self.p.stdout.readline().strip()
-        assert got.startswith("ok"), (line[:200], got)
-        return int(got.split()[1]) if got != "ok" else None
-
-    def hparams(self, text):
-        self.do("hparams " + text)
-
-    def close(self):
-        self.p.stdin.write("close\n")
-        self.p.stdin.close()
-        assert self.p.wait() == 0
-
-    def crash(self):
-        self.p.stdin.write("crash\n")
-        self.p.stdin.close()
-        assert self.p.wait() == -signal.SIGKILL
+def Script(env, seg, rank, mode, cap):
+    return e2e_common.Script(ARGS.script, env, seg, mode, cap, rank=rank)
 
 
 def same(a, b, where="$"):

@@ -44,6 +44,8 @@ import tempfile
 import time
 import traceback
 
+import e2e_common  # tests/, next to this file
+
 ARGS = None
 HERE = os.path.dirname(os.path.abspath(__file__))
 SANITIZED = bool(os.environ.get("MRING_SANITIZE"))
@@ -228,18 +230,11 @@ class Sched:
 
 # ---- helpers ----------------------------------------------------------------
 
-class Env:
+class Env(e2e_common.BaseEnv):
     """A private MRING_DIR and output directory for one case."""
 
     def __init__(self, name):
-        self.dir = tempfile.mkdtemp(prefix="mring-kill-%s-" % name)
-        self.shm = os.path.join(self.dir, "shm")
-        os.mkdir(self.shm)
-        self.env = dict(os.environ, MRING_DIR=self.shm)
-        self.procs = []
-
-    def path(self, *p):
-        return os.path.join(self.dir, *p)
+        super().__init__(name, "mring-kill")
 
     def producer(self, seg, seed, steps, mode, cap, step_us=0, rank=0, wait_drainer=0,
                  pause_at=0):
@@ -261,16 +256,6 @@ class Env:
     def run(self, args, timeout):
         return subprocess.run([ARGS.mring] + list(args), env=self.env, capture_output=True,
                               text=True, timeout=timeout, errors="replace")
-
-    def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-            for f in (p.stdin, p.stdout, p.stderr):
-                if f:
-                    f.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def f32(x):

@@ -226,49 +226,38 @@ static int filter_lines(struct voider *v, int in, int out_fd, uint64_t size, uin
 	return ret;
 }
 
+struct void_fill {
+	struct voider *v;
+	int in;
+	uint64_t size, kept;
+};
+
+static int fill_kept(int fd, void *ctx)
+{
+	struct void_fill *f = ctx;
+
+	return filter_lines(f->v, f->in, fd, f->size, &f->kept);
+}
+
 /* Rewrite @dir/@name without the void rows; *@new_size its size after. */
 static int void_file(struct voider *v, const char *dir, const char *name, uint64_t size,
 		     uint64_t *new_size)
 {
+	struct void_fill f = { .v = v, .size = size };
 	char tmp[512];
-	int dirfd, in = -1, out = -1, ret;
+	int dirfd, ret;
 
 	snprintf(tmp, sizeof(tmp), ".%s.rewind.tmp", name);
 	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
 		return -errno;
-	in = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (in < 0) {
-		ret = -errno;
-		goto out;
-	}
-	if (unlinkat(dirfd, tmp, 0) && errno != ENOENT) {
-		ret = -errno;
-		goto out;
-	}
-	out = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-	if (out < 0) {
-		ret = -errno;
-		goto out;
-	}
-	ret = filter_lines(v, in, out, size, new_size);
-	if (!ret && fsync(out))
-		ret = -errno;
-	if (close(out) && !ret)
-		ret = -errno;
-	out = -1;
-	if (!ret && renameat(dirfd, tmp, dirfd, name))
-		ret = -errno;
-	if (!ret && fsync(dirfd) && errno != EINVAL)
-		ret = -errno;
-	if (ret)
-		unlinkat(dirfd, tmp, 0);
-out:
-	if (in >= 0)
-		close(in);
-	if (out >= 0)
-		close(out);
+	f.in = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	ret = f.in < 0 ? -errno : file_replace_by(dirfd, name, tmp, fill_kept, &f);
+	if (f.in >= 0)
+		close(f.in);
 	close(dirfd);
+	if (!ret)
+		*new_size = f.kept;
 	return ret;
 }
 

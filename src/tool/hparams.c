@@ -773,18 +773,17 @@ static int holds(int dirfd, const char *name, const char *data, size_t len)
 	return same;
 }
 
-int file_replace(int dirfd, const char *name, const char *tmp, const char *data, size_t len)
+int file_replace_by(int dirfd, const char *name, const char *tmp,
+		    int (*fill)(int fd, void *ctx), void *ctx)
 {
-	int fd, err = holds(dirfd, name, data, len);
+	int fd, err;
 
-	if (err)
-		return err < 0 ? err : 0;	/* an error, or no change */
 	if (unlinkat(dirfd, tmp, 0) && errno != ENOENT)
 		return -errno;
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	err = write_all(fd, data, len);
+	err = fill(fd, ctx);
 	if (!err && fsync(fd))
 		err = -errno;
 	if (close(fd) && !err)
@@ -798,4 +797,26 @@ int file_replace(int dirfd, const char *name, const char *tmp, const char *data,
 	if (fsync(dirfd) && errno != EINVAL)
 		return -errno;
 	return 0;
+}
+
+struct data {
+	const char *p;
+	size_t len;
+};
+
+static int fill_data(int fd, void *ctx)
+{
+	const struct data *d = ctx;
+
+	return write_all(fd, d->p, d->len);
+}
+
+int file_replace(int dirfd, const char *name, const char *tmp, const char *data, size_t len)
+{
+	struct data d = { data, len };
+	int err = holds(dirfd, name, data, len);
+
+	if (err)
+		return err < 0 ? err : 0;	/* an error, or no change */
+	return file_replace_by(dirfd, name, tmp, fill_data, &d);
 }

@@ -137,6 +137,10 @@ void hparams_flat_free(struct hparam *flat, int n);
 /* FNV-1a of @text, never 0 (0: none). */
 uint64_t hparams_hash(const char *text, size_t len);
 int file_replace(int dirfd, const char *name, const char *tmp, const char *data, size_t len);
+/* The same for any content: @fill writes it to the temporary file's fd
+ * (0 or -errno); no "holds it already" check. */
+int file_replace_by(int dirfd, const char *name, const char *tmp,
+		    int (*fill)(int fd, void *ctx), void *ctx);
 
 struct sink_ops {
 	const char *name;	/* "jsonl", "csv", "tensorboard" */

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -101,3 +102,26 @@ class Script:
         self.p.stdin.write("crash\n")
         self.p.stdin.close()
         assert self.p.wait() == -signal.SIGKILL
+
+
+# Check-style tests (e2e_top.py, e2e_watch.py): many named checks per test.
+PASSED = []
+FAILED = []
+
+
+def check(name, cond, detail=""):
+    """Record and print one named check; returns @cond."""
+    if cond:
+        PASSED.append(name)
+        print("ok   %s" % name)
+    else:
+        FAILED.append(name)
+        print("FAIL %s %s" % (name, detail))
+    sys.stdout.flush()
+    return cond
+
+
+def checks_summary():
+    """The closing line of a check-style test; its exit status."""
+    print("%d passed, %d failed" % (len(PASSED), len(FAILED)))
+    return 1 if FAILED else 0

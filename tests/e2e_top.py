@@ -23,23 +23,13 @@ import tempfile
 import time
 import traceback
 
+import e2e_common  # tests/, next to this file
+
 ARGS = None
 # SGR with reverse video (7), then any further SGR sequences (a color)
 REV = r"\x1b\[(?:\d+;)*7(?:;\d+)*m(?:\x1b\[[0-9;]*m)*"
 COLS, ROWS = 160, 40
-PASSED = []
-FAILED = []
-
-
-def check(name, cond, detail=""):
-    if cond:
-        PASSED.append(name)
-        print("ok   %s" % name)
-    else:
-        FAILED.append(name)
-        print("FAIL %s %s" % (name, detail))
-    sys.stdout.flush()
-    return cond
+check = e2e_common.check
 
 
 class Top:
@@ -362,8 +352,7 @@ def main():
             check(fn.__name__ + " ran to the end", False)
         finally:
             t.close()
-    print("%d passed, %d failed" % (len(PASSED), len(FAILED)))
-    return 1 if FAILED else 0
+    return e2e_common.checks_summary()
 
 
 if __name__ == "__main__":

@@ -27,20 +27,10 @@ import threading
 import time
 import traceback
 
+import e2e_common  # tests/, next to this file
+
 ARGS = None
-PASSED = []
-FAILED = []
-
-
-def check(name, cond, detail=""):
-    if cond:
-        PASSED.append(name)
-        print("ok   %s" % name)
-    else:
-        FAILED.append(name)
-        print("FAIL %s %s" % (name, detail))
-    sys.stdout.flush()
-    return cond
+check = e2e_common.check
 
 
 FIELD = re.compile(r' ([a-z]+)=("(?:[^"\\]|\\.)*"|\S*)')
@@ -636,8 +626,7 @@ def main():
             check(t.__name__, False, traceback.format_exc())
         finally:
             env.cleanup()
-    print("%d passed, %d failed" % (len(PASSED), len(FAILED)))
-    return 1 if FAILED else 0
+    return e2e_common.checks_summary()
 
 
 if __name__ == "__main__":

@@ -1148,6 +1148,11 @@ def test_on_rewind_keep_marks_the_rewind(env):
                     (3, 3000.25, None), (2, None, 2), (2, 2.5, None)], rows
     r = env.mring("drain", "--on-rewind", "sometimes", "--jsonl", env.path("x.jsonl"), "rk")
     assert r.returncode == 1 and "not remove or keep" in r.stderr, r.stderr
+    r = env.mring("drain", "--last-steps", "3", "--jsonl", env.path("x.jsonl"), "rk")
+    assert r.returncode == 1 and "--last-steps needs --observe" in r.stderr, r.stderr
+    r = env.mring("drain", "--observe", "--last-steps", "0", "--jsonl", env.path("x.jsonl"),
+                  "rk")
+    assert r.returncode == 1 and "not a positive number of steps: 0" in r.stderr, r.stderr
 
 
 def test_a_rewind_voids_only_its_ranks_rows(env):

@@ -599,7 +599,13 @@ def test_exit_and_usage(env):
                        (["--above", "loss", "s"], "not METRIC=NUMBER"),
                        (["--spike", "loss=0", "s"], "K must be above 0"),
                        (["--signal", "NOPE", "s"], "not a signal"),
-                       (["--nan"], "no SEGMENT")):
+                       (["--nan"], "no SEGMENT"),
+                       (["--nan=", "s"], "--nan: : no metric name"),
+                       (["--lag-factor", "1", "s"], "must be above 1"),
+                       (["--exec-limit", "0", "s"], "must be at least 1"),
+                       (["--dump-steps", "0", "s"], "must be at least 1"),
+                       (["--interval", "0", "s"], "not a number of seconds from 0.001"),
+                       (["--exec-timeout", "-1", "s"], "not a number of seconds")):
         r = subprocess.run([ARGS.mring, "watch"] + args, env=env.env, capture_output=True,
                            text=True, timeout=10)
         check("usage: %s -> exit 1 and says why" % " ".join(args),

@@ -26,13 +26,13 @@ _mring()
 	cmd=${COMP_WORDS[1]}
 	case $cmd in
 	drain)
-		opts="--jsonl --csv --tensorboard --state --follow --wait --flush-ms --every
+		opts="--jsonl --csv --tensorboard --hf --state --follow --wait --flush-ms --every
 			--reduce-ranks --observe --on-rewind --last-steps --help"
 		case $prev in
 		--jsonl|--state)
 			mapfile -t COMPREPLY < <(compgen -f -- "$cur")
 			return ;;
-		--csv|--tensorboard)
+		--csv|--tensorboard|--hf)
 			mapfile -t COMPREPLY < <(compgen -d -- "$cur")
 			return ;;
 		--flush-ms|--every|--last-steps)

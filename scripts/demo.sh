@@ -24,9 +24,9 @@ build-demo/demo_train "$seg" 3 8 20000    # 3 epochs of 8 steps, 20 ms each
 wait "$reader"
 
 echo
-echo "== 2. the same loop drained by \`mring drain\` into JSONL, CSV and TensorBoard"
+echo "== 2. the same loop drained by \`mring drain\` into JSONL, CSV, TensorBoard and HF"
 build-demo/mring drain --wait --follow --flush-ms 100 --jsonl "$out/log.jsonl" \
-	--csv "$out/csv" --tensorboard "$out/tb" "$seg-b" &
+	--csv "$out/csv" --tensorboard "$out/tb" --hf "$out/hf" "$seg-b" &
 drain=$!
 build-demo/demo_train "$seg-b" 2 5 20000 >/dev/null
 wait "$drain"
@@ -34,6 +34,8 @@ echo "-- $out/log.jsonl (Hugging Face log_history rows):"
 cat "$out/log.jsonl"
 echo "-- $out/csv/metrics.csv (Lightning CSVLogger layout):"
 cat "$out/csv/metrics.csv"
+echo "-- $out/hf/trainer_state.json (Hugging Face TrainerState), its log_history:"
+grep '^    {' "$out/hf/trainer_state.json"
 echo "-- $out/tb:"
 ls -l "$out/tb"
 echo "-- mring ls; mring stat:"

@@ -1193,7 +1193,7 @@ def test_rewinds_survive_drainer_kills_exactly(env):
     """15 rewinds in one run, the drainer SIGKILLed at random instants
     (also inside the voiding of a rewind) and restarted until it finishes:
     JSONL and CSV end with every step once, with the value of the last
-    attempt that logged it."""
+    attempt that logged it; so does the --hf trainer_state.json."""
     p = env.script("rwk", cap=1 << 20)
     p.metric("x")
     want, lines, start = {}, [], 0
@@ -1212,7 +1212,7 @@ def test_rewinds_survive_drainer_kills_exactly(env):
     kills = recovered = 0
     for run in range(101):
         d = env.drain("--flush-ms", "2", "--jsonl", env.path("k.jsonl"), "--csv",
-                      env.path("csv"), "rwk")
+                      env.path("csv"), "--hf", env.path("hf"), "rwk")
         try:
             # kills at random instants, later and later (a slow build,
             # ASan's, must get somewhere too), then a run to the end
@@ -1235,6 +1235,10 @@ def test_rewinds_survive_drainer_kills_exactly(env):
     want = sorted(want.items())
     assert [(x["step"], x["x"]) for x in read_jsonl(env.path("k.jsonl"))] == want
     assert [(x["step"], x["x"]) for x in read_csv(env.path("csv", "metrics.csv"))] == want
+    with open(env.path("hf", "trainer_state.json")) as f:
+        hist = json.load(f)["log_history"]
+    assert [(x["step"], x["x"]) for x in hist if "x" in x] == want
+    assert [x["step"] for x in hist if "train_runtime" in x] == [want[-1][0]], hist[-2:]
 
 
 def main():

@@ -49,6 +49,8 @@ static const char drain_usage[] =
 	"  --jsonl FILE        one JSON object per row (Hugging Face log_history shape)\n"
 	"  --csv DIR           DIR/metrics.csv (Lightning CSVLogger layout)\n"
 	"  --tensorboard DIR   a TensorBoard event file in DIR\n"
+	"  --hf DIR            DIR/trainer_state.json (Hugging Face Trainer layout:\n"
+	"                      HF names, fractional epoch, the final train_runtime row)\n"
 	"  --state FILE        drain state (default: FILE.mring-state next to the\n"
 	"                      JSONL file, or DIR/.mring-drain-state)\n"
 	"  --follow            keep draining while producers live; exit when all are gone\n"
@@ -303,13 +305,14 @@ static int open_segments(struct drain *d, char **args, int nargs, int *skipped)
 
 /* ---- outputs ------------------------------------------------------------ */
 
-static char *default_state_path(const char *jsonl, const char *csv, const char *tb)
+/* Next to the JSONL file, else in the first output directory. */
+static char *default_state_path(const char *jsonl, const char *dir)
 {
 	char *p = NULL;
 
 	if (jsonl)
 		return asprintf(&p, "%s.mring-state", jsonl) < 0 ? NULL : p;
-	return asprintf(&p, "%s/.mring-drain-state", csv ? csv : tb) < 0 ? NULL : p;
+	return asprintf(&p, "%s/.mring-drain-state", dir) < 0 ? NULL : p;
 }
 
 static const char *open_hint(int err, bool resumed)
@@ -674,6 +677,7 @@ static void drain_free(struct drain *d)
 	for (int i = 0; i < d->nouts; i++)
 		sink_state_clear(&d->outs[i].st);
 	free(d->keybuf);
+	free(d->hfbuf);
 	free(d->state_path);
 }
 
@@ -696,6 +700,7 @@ static int parse_args(struct drain *d, int argc, char **argv)
 		{ "jsonl", required_argument, NULL, 'j' },
 		{ "csv", required_argument, NULL, 'c' },
 		{ "tensorboard", required_argument, NULL, 't' },
+		{ "hf", required_argument, NULL, 'H' },
 		{ "state", required_argument, NULL, 's' },
 		{ "follow", no_argument, NULL, 'f' },
 		{ "wait", no_argument, NULL, 'w' },
@@ -708,7 +713,7 @@ static int parse_args(struct drain *d, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *jsonl = NULL, *csv = NULL, *tb = NULL, *state = NULL;
+	const char *jsonl = NULL, *csv = NULL, *tb = NULL, *hf = NULL, *state = NULL;
 	long long v;
 	int c;
 
@@ -719,6 +724,7 @@ static int parse_args(struct drain *d, int argc, char **argv)
 		case 'j': jsonl = optarg; break;
 		case 'c': csv = optarg; break;
 		case 't': tb = optarg; break;
+		case 'H': hf = optarg; break;
 		case 's': state = optarg; break;
 		case 'f': d->follow = true; break;
 		case 'w': d->wait = true; break;
@@ -762,9 +768,9 @@ static int parse_args(struct drain *d, int argc, char **argv)
 			return -EINVAL;
 		}
 	}
-	if (optind >= argc || !(jsonl || csv || tb)) {
+	if (optind >= argc || !(jsonl || csv || tb || hf)) {
 		fprintf(stderr, "mring drain: %s\n%s", optind >= argc ?
-			"no SEGMENT given" : "no output given (--jsonl, --csv or --tensorboard)",
+			"no SEGMENT given" : "no output given (--jsonl, --csv, --tensorboard or --hf)",
 			drain_usage);
 		return -EINVAL;
 	}
@@ -783,7 +789,9 @@ static int parse_args(struct drain *d, int argc, char **argv)
 		d->outs[d->nouts++] = (struct out){ .ops = &sink_csv_ops, .arg = csv };
 	if (tb)
 		d->outs[d->nouts++] = (struct out){ .ops = &sink_tfevents_ops, .arg = tb };
-	d->state_path = state ? strdup(state) : default_state_path(jsonl, csv, tb);
+	if (hf)
+		d->outs[d->nouts++] = (struct out){ .ops = &sink_hf_ops, .arg = hf };
+	d->state_path = state ? strdup(state) : default_state_path(jsonl, csv ? csv : tb ? tb : hf);
 	return d->state_path ? 0 : -ENOMEM;
 }
 

@@ -47,6 +47,7 @@ struct names {
 	unsigned flags;
 	char *step;		/* key of its ON_STEP values (name or name_step) */
 	char *epoch;		/* key of its epoch results (name or name_epoch) */
+	char *hf;		/* --hf: its Hugging Face name (sink_hf.c) */
 	uint64_t mark;		/* pending.gen of the step row holding it */
 };
 
@@ -106,6 +107,7 @@ struct seg {
 	struct names *names;
 	int nnames;
 	struct keyset keys;
+	struct keyset hfkeys;	/* the hf names, unique within the segment too */
 	struct pending step_row, epoch_row;
 	struct window win;
 	int stash_id;		/* --reduce-ranks: a MEAN epoch value waiting */
@@ -145,7 +147,7 @@ struct hpsel {
 struct drain {
 	struct seg *segs;
 	int nsegs;
-	struct out outs[3];
+	struct out outs[4];
 	int nouts;
 	char *state_path;
 	long flush_ms;
@@ -165,6 +167,7 @@ struct drain {
 	uint64_t gen;
 	struct hpsel hp;
 	const char **keybuf;	/* scratch: the keys of the row being written */
+	const char **hfbuf;	/* and their hf names */
 	int keycap;
 	struct progress {	/* on a terminal only: drain.c progress_*() */
 		bool on, shown;

@@ -219,7 +219,8 @@ int hparams_update(struct drain *d)
 	for (int i = 0; all_done && i < d->nouts; i++) {
 		struct out *o = &d->outs[i];
 
-		if (!o->ops->hparams_end || !o->hp_hash || o->hp_ended)
+		if (!o->ops->hparams_end || o->hp_ended ||
+		    (!o->hp_hash && !o->ops->end_always))
 			continue;
 		ret = o->ops->hparams_end(o->s, success, (double)now_real_ns() / 1e9);
 		if (ret < 0)
@@ -262,7 +263,7 @@ int hparams_load(struct out *o, const char *line)
 	int ended, pos = 0;
 
 	if (sscanf(line, "hparams %16llx %d%n", &hash, &ended, &pos) != 2 ||
-	    line[pos] || (ended != 0 && ended != 1) || (ended && !hash))
+	    line[pos] || (ended != 0 && ended != 1))
 		return -EBADMSG;
 	o->hp_hash = hash;
 	o->hp_ended = ended;

@@ -16,6 +16,12 @@
  * Bytes that are not UTF-8 become U+FFFD and control characters '?', so
  * every sink gets the same, valid key from an untrusted segment.
  *
+ * Each metric also gets the name Hugging Face's tools know it by (--hf,
+ * sink_hf.c): its plain name, without _step; train_loss is HF's loss and
+ * a val_ prefix is HF's eval_; a name HF's rows use already (the final
+ * row's train_runtime, ...) becomes metric/NAME.  These names are unique
+ * within the segment by the same rule as the keys.
+ *
  * The table grows when an event names a metric it does not have yet;
  * rows hold ids and get their keys when written, so growing it never
  * invalidates a row being built.
@@ -120,6 +126,25 @@ static char *key_pick(struct keyset *ks, const char *base, int id)
 	return k;
 }
 
+/* The name HF's log_history and model card look for (docs/drain.md). */
+static void hf_base(char *out, size_t len, const char *clean)
+{
+	static const char *const final_keys[] = {
+		"train_runtime", "train_samples_per_second", "train_steps_per_second",
+		"total_flos",
+	};
+	bool taken = sink_key_reserved(clean);
+
+	for (size_t i = 0; i < sizeof(final_keys) / sizeof(final_keys[0]); i++)
+		taken |= !strcmp(clean, final_keys[i]);
+	if (!strcmp(clean, "train_loss"))
+		snprintf(out, len, "loss");
+	else if (!strncmp(clean, "val_", 4))
+		snprintf(out, len, "eval_%s", clean + 4);
+	else
+		snprintf(out, len, "%s%s", taken ? "metric/" : "", clean);
+}
+
 static int name_fill(struct seg *g, int id)
 {
 	struct names *nm = &g->names[id];
@@ -133,6 +158,10 @@ static int name_fill(struct seg *g, int id)
 	key_clean(clean, sizeof(clean), name);
 	both = (flags & MRING_ON_STEP) && (flags & MRING_ON_EPOCH);
 	nm->flags = flags;
+	hf_base(base, sizeof(base), clean);
+	nm->hf = key_pick(&g->hfkeys, base, id);
+	if (!nm->hf)
+		return -ENOMEM;
 	if (flags & MRING_ON_STEP) {
 		snprintf(base, sizeof(base), "%s%s", clean, both ? "_step" : "");
 		nm->step = key_pick(&g->keys, base, id);
@@ -175,6 +204,7 @@ int names_cover(struct seg *g, int id)
 			/* the drain stops here: nothing looks at the keys again */
 			free(p[g->nnames].step);
 			free(p[g->nnames].epoch);
+			free(p[g->nnames].hf);
 			return ret;
 		}
 		g->nnames++;
@@ -187,7 +217,9 @@ void names_free(struct seg *g)
 	for (int id = 0; id < g->nnames; id++) {
 		free(g->names[id].step);
 		free(g->names[id].epoch);
+		free(g->names[id].hf);
 	}
 	free(g->names);
 	free(g->keys.slot);
+	free(g->hfkeys.slot);
 }

@@ -273,6 +273,9 @@ static int void_output(struct out *o, int32_t rank, uint64_t step)
 		v.csv = true;
 		dir = strdup(o->arg);
 		name = strdup("metrics.csv");
+	} else if (o->ops == &sink_hf_ops) {	/* its rows are JSONL rows */
+		dir = strdup(o->arg);
+		name = strdup(HF_ROWS_NAME);
 	} else if (o->ops == &sink_jsonl_ops) {
 		slash = strrchr(o->arg, '/');
 		dir = slash ? strndup(o->arg, (size_t)(slash - o->arg)) : strdup(".");
@@ -332,7 +335,8 @@ int rewind_take(struct drain *d, struct seg *g, const struct mring_event *ev)
 	for (int i = 0; i < d->nouts; i++) {
 		struct out *o = &d->outs[i];
 
-		if (o->ops != &sink_csv_ops && o->ops != &sink_jsonl_ops)
+		if (o->ops != &sink_csv_ops && o->ops != &sink_jsonl_ops &&
+		    o->ops != &sink_hf_ops)
 			continue;
 		o->ops->close(o->s);
 		o->s = NULL;

@@ -42,7 +42,7 @@ int emit(struct drain *d, const struct row *r)
 
 static int keybuf_reserve(struct drain *d, int n)
 {
-	const char **k;
+	const char **k, **h;
 
 	if (n <= d->keycap)
 		return 0;
@@ -50,6 +50,10 @@ static int keybuf_reserve(struct drain *d, int n)
 	if (!k)
 		return -ENOMEM;
 	d->keybuf = k;
+	h = realloc(d->hfbuf, (size_t)n * sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	d->hfbuf = h;
 	d->keycap = n;
 	return 0;
 }
@@ -72,9 +76,13 @@ int pending_flush(struct drain *d, struct seg *g, struct pending *p, enum row_ki
 
 				d->keybuf[i] = kind == ROW_EPOCH ? nm->epoch : nm->step;
 				ret = d->keybuf[i] ? 0 : -EBADMSG;
+				/* HF has no per-epoch mean of what is logged per step */
+				d->hfbuf[i] = kind == ROW_EPOCH && (nm->flags & MRING_ON_STEP) ?
+					      NULL : nm->hf;
 			}
 		}
 		r.keys = d->keybuf;
+		r.hf = d->hfbuf;
 		ret = ret ? ret : emit(d, &r);
 	}
 	p->active = false;

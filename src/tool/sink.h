@@ -43,6 +43,12 @@ struct row {
 	uint64_t lost;		/* ROW_LOST only */
 	int n;			/* number of key/value pairs */
 	const char *const *keys;	/* final names, valid during the call */
+	/*
+	 * Hugging Face names (--hf): per key, the name HF's tools know, or
+	 * NULL for a value HF has no place for; the array NULL for a row
+	 * HF does not take (a --reduce-ranks row).  See sink_hf.c.
+	 */
+	const char *const *hf;
 	const double *vals;
 };
 
@@ -166,11 +172,16 @@ struct sink_ops {
 	 */
 	int (*hparams)(struct sink *s, const struct hparams *hp);
 	int (*hparams_end)(struct sink *s, bool success, double end_time);
+	bool end_always;	/* hparams_end also for a run without hparams */
 	void (*close)(struct sink *s);		/* frees; does not commit */
 };
 
 extern const struct sink_ops sink_jsonl_ops;
 extern const struct sink_ops sink_csv_ops;
 extern const struct sink_ops sink_tfevents_ops;
+extern const struct sink_ops sink_hf_ops;
+
+/* --hf: the rows trainer_state.json is made from (sink_hf.c), in DIR */
+#define HF_ROWS_NAME	".mring-hf-rows.jsonl"
 
 #endif /* MRING_TOOL_SINK_H */

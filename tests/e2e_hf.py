@@ -252,6 +252,28 @@ def test_an_existing_trainer_state_is_never_replaced_by_a_fresh_drain(env):
         assert f.read() == '{"mine": 1}\n'
 
 
+def test_a_symlink_planted_in_the_directory_is_never_followed(env):
+    lightning_run(env, "sy", steps=3)
+    victim = env.path("victim")
+    with open(victim, "w") as f:
+        f.write("precious\n")
+    os.mkdir(env.path("out"))
+    os.symlink(victim, env.path("out", ".mring-hf-rows.jsonl"))
+    r = env.run("--hf", env.path("out"), "sy")
+    assert r.returncode == 2 and "Too many levels of symbolic links" in r.stderr, r.stderr
+    os.unlink(env.path("out", ".mring-hf-rows.jsonl"))
+    os.symlink(victim, env.path("out", "trainer_state.json"))
+    r = env.run("--hf", env.path("out"), "sy")
+    assert r.returncode == 2 and "output exists" in r.stderr, r.stderr
+    with open(victim) as f:
+        assert f.read() == "precious\n"
+    # nothing was consumed by the refused drains
+    r = env.run("--hf", env.path("ok"), "sy")
+    assert r.returncode == 0, r.stderr
+    hist = load(env.path("ok", "trainer_state.json"))["log_history"]
+    assert [h["step"] for h in hist if "loss" in h] == [0, 1, 2], hist
+
+
 def test_a_restarted_drain_continues_the_same_history(env):
     p = env.script("rs", cap=1 << 14)
     m = p.metric("loss", "step")

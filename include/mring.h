@@ -402,6 +402,7 @@ int __mring_writer_open(const char *path, const struct mring_config *cfg,
 			size_t writer_size);
 int __mring_put_slow(struct mring_writer *w, unsigned kind_arg, double value);
 int __mring_step_slow(struct mring_writer *w);
+int __mring_drop(struct mring_writer *w, unsigned slots);
 /* The tool's and the Python binding's text for -ENOENT from an open. */
 const char *__mring_enoent_text(const char *path, char *buf, size_t len);
 /* The Python binding's text for -EEXIST from mring_writer_open(). */
@@ -553,6 +554,70 @@ MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
 	return _mring_log_valid(w, id, value, 1.0);
 }
 
+/*
+ * mring_step() and mring_step_at(): @given is a constant in each, so the
+ * clock is read (for mring_step()) after the statistics are published,
+ * and mring_step() stays what it was.
+ */
+static inline __attribute__((always_inline)) int
+_mring_step(struct mring_writer *w, uint64_t step, int64_t wall_ns, bool given)
+{
+	struct _mring_shm_hdr *h = w->hdr;
+	uint64_t head, wall;
+	int ret;
+
+	/* a step lower than the last: the run resumed from a checkpoint */
+	if (mring_unlikely(step < w->step))
+		return mring_rewind(w, step);
+	/* a forked child's limit is 0: the slow path says -EPERM, and the
+	 * shared stores land in the private copy its mapping became */
+	if (w->ndirty)
+		__mring_stats_publish(w);
+	w->step = step;
+	w->wall_ns = given ? wall_ns : __mring_clock_ns();
+	head = w->head;
+	if (mring_unlikely(head + 1 >= w->limit)) {
+		ret = __mring_step_slow(w);
+		head = w->head;
+	} else {
+		_mring_step_store(w->ring, w->mask, head, MRING_EV_STEP, step,
+				  w->wall_ns, w->epoch);
+		w->ctx_pos = head;
+		w->head = head += 2;
+		ret = 0;
+	}
+	/* loaded before the three header stores, which might alias *w
+	 * for the compiler and would make it load them again */
+	wall = (uint64_t)w->wall_ns;
+	_mring_store_relaxed(&h->step, step);
+	_mring_store_relaxed(&h->step_wall_ns, wall);
+	_mring_store_relaxed(&h->head, head);
+	return ret;
+}
+
+/**
+ * mring_step_at - start a step whose wall time is already known
+ * @w: writer handle
+ * @step: as for mring_step()
+ * @wall_ns: the step's wall-clock time, ns since the Unix epoch
+ *           (CLOCK_REALTIME)
+ *
+ * mring_step() with @wall_ns in place of the clock: for a producer that
+ * writes a step later than it happened and must keep its time, as the
+ * Python binding does for steps whose values were still on a GPU
+ * (docs/python.md).  Monitors take @wall_ns as the heartbeat, so a late
+ * step looks as old as it is.  A @step lower than the last one is
+ * mring_rewind(), stamped with the clock.
+ *
+ * Who may call: the writer's thread.  Progress: as mring_log().
+ *
+ * Return: as mring_step().
+ */
+MRING_INLINE int mring_step_at(struct mring_writer *w, uint64_t step, int64_t wall_ns)
+{
+	return _mring_step(w, step, wall_ns, true);
+}
+
 /**
  * mring_step - start a step
  * @w: writer handle
@@ -583,37 +648,7 @@ MRING_INLINE int mring_log(struct mring_writer *w, int id, double value)
  */
 MRING_INLINE int mring_step(struct mring_writer *w, uint64_t step)
 {
-	struct _mring_shm_hdr *h = w->hdr;
-	uint64_t head, wall;
-	int ret;
-
-	/* a step lower than the last: the run resumed from a checkpoint */
-	if (mring_unlikely(step < w->step))
-		return mring_rewind(w, step);
-	/* a forked child's limit is 0: the slow path says -EPERM, and the
-	 * shared stores land in the private copy its mapping became */
-	if (w->ndirty)
-		__mring_stats_publish(w);
-	w->step = step;
-	w->wall_ns = __mring_clock_ns();
-	head = w->head;
-	if (mring_unlikely(head + 1 >= w->limit)) {
-		ret = __mring_step_slow(w);
-		head = w->head;
-	} else {
-		_mring_step_store(w->ring, w->mask, head, MRING_EV_STEP, step,
-				  w->wall_ns, w->epoch);
-		w->ctx_pos = head;
-		w->head = head += 2;
-		ret = 0;
-	}
-	/* loaded before the three header stores, which might alias *w
-	 * for the compiler and would make it load them again */
-	wall = (uint64_t)w->wall_ns;
-	_mring_store_relaxed(&h->step, step);
-	_mring_store_relaxed(&h->step_wall_ns, wall);
-	_mring_store_relaxed(&h->head, head);
-	return ret;
+	return _mring_step(w, step, 0, false);
 }
 
 /* ------------------------------------------------------------------ */

@@ -426,6 +426,22 @@ static void record_drop(struct mring_writer *w, unsigned slots)
 	_mring_store_relaxed(&w->hdr->head, w->head);
 }
 
+/*
+ * Count @slots records as dropped, as a full ring does: readers get a
+ * LOST event for them before the next record.  For a binding that drops
+ * values before they reach the ring (the Python binding's GPU values
+ * beyond its pending bound, docs/python.md).  DROP mode only.
+ */
+MRING_API int __mring_drop(struct mring_writer *w, unsigned slots)
+{
+	if (w->forked)
+		return -EPERM;
+	if (w->on_full != MRING_FULL_DROP || !slots)
+		return -EINVAL;
+	record_drop(w, slots);
+	return 0;
+}
+
 /* Write the pending LOST record at head; the caller made room. */
 static void record_lost(struct mring_writer *w)
 {

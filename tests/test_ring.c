@@ -53,6 +53,72 @@ Test(ring, events_carry_seq_kind_metric_step_epoch_and_time)
 	mring_writer_close(w);
 }
 
+Test(ring, a_step_at_a_given_time_carries_that_time)
+{
+	const char *name = seg_name("stepat");
+	struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
+	struct mring_reader *r = open_reader(name, MRING_DRAIN);
+	int a = mring_metric(w, "a", MRING_ON_STEP);
+	struct mring_event ev[16];
+	struct mring_status st;
+	int64_t past = now_ns() - 5000000000ll;		/* 5 s ago */
+	int n;
+
+	CHECK_OK(mring_step_at(w, 3, past));
+	mring_log(w, a, 1.5);
+	CHECK_OK(mring_status_read(r, &st));
+	cr_expect_eq(st.step_wall_ns, past, "monitors see the step's own time");
+	cr_expect_eq(st.step, 3);
+	CHECK_OK(mring_step_at(w, 4, past + 1000));
+	n = read_all(r, ev, 16);
+	cr_assert_eq(n, 3);
+	cr_expect_eq(ev[0].kind, MRING_EV_STEP);
+	cr_expect_eq(ev[0].wall_ns, past);
+	cr_expect_eq(ev[1].wall_ns, past, "a value carries its step's time");
+	cr_expect_eq(ev[1].value, 1.5);
+	cr_expect_eq(ev[2].step, 4);
+	cr_expect_eq(ev[2].wall_ns, past + 1000);
+	/* lower: a rewind, as with mring_step() */
+	CHECK_OK(mring_step_at(w, 1, past + 2000));
+	n = read_all(r, ev, 16);
+	cr_assert_eq(n, 1);
+	cr_expect_eq(ev[0].kind, MRING_EV_REWIND);
+	cr_expect_eq(ev[0].step, 1);
+	mring_reader_close(r);
+	mring_writer_close(w);
+}
+
+Test(ring, values_a_binding_dropped_are_reported_where_they_were_lost)
+{
+	const char *name = seg_name("bdrop");
+	struct mring_writer *w = open_writer(name, 64, MRING_FULL_DROP);
+	struct mring_reader *r = open_reader(name, MRING_DRAIN);
+	int a = mring_metric(w, "a", MRING_ON_STEP);
+	struct mring_event ev[16];
+	struct mring_status st;
+	int n;
+
+	mring_log(w, a, 1.0);
+	CHECK_OK(__mring_drop(w, 3));
+	cr_expect_eq(__mring_drop(w, 0), -EINVAL);
+	mring_log(w, a, 2.0);
+	n = read_all(r, ev, 16);
+	cr_assert_eq(n, 3);
+	cr_expect_eq(ev[0].value, 1.0);
+	cr_expect_eq(ev[1].kind, MRING_EV_LOST);
+	cr_expect_eq(ev[1].value, 3.0);
+	cr_expect_eq(ev[2].value, 2.0);
+	CHECK_OK(mring_status_read(r, &st));
+	cr_expect_eq(st.dropped, 3);
+	mring_reader_close(r);
+	mring_writer_close(w);
+
+	name = seg_name("bdrop-ow");
+	w = open_writer(name, 64, MRING_FULL_OVERWRITE);
+	cr_expect_eq(__mring_drop(w, 1), -EINVAL, "DROP mode only");
+	mring_writer_close(w);
+}
+
 Test(ring, small_reads_and_many_laps_keep_every_record_in_order)
 {
 	const char *name = seg_name("laps");

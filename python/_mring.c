@@ -21,6 +21,7 @@
 #include <structmember.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +147,15 @@ typedef struct {
 	int has_step;		/* log(step=) seen a step */
 	unsigned long long last_step;
 	unsigned long long capacity;
+	/*
+	 * Values still on a device (mring/_device.py): the harvester, made
+	 * when the first device tensor is logged; while it holds work
+	 * (deferred), every step, value and epoch end goes through it, so
+	 * that the ring gets them in the order they were logged.
+	 */
+	PyObject *harvest;
+	int deferred;
+	unsigned int max_pending;
 } WriterObject;
 
 typedef struct {
@@ -161,6 +171,161 @@ static PyTypeObject WriterType;
 static PyTypeObject MetricType;
 
 static const char *const on_full_names[] = {"drop", "overwrite", "wait"};
+
+/* ---- values still on a device: routed to mring/_device.py ---------- */
+
+static PyObject *tensor_type;	/* torch.Tensor, once torch was imported */
+static PyObject *str_torch, *str_is_cpu, *str_item;
+static int route_all;		/* tests: every tensor is a device tensor */
+/*
+ * torch.Tensor.is_cpu's C getter: called directly for an exact
+ * torch.Tensor, it saves the attribute lookup (a third of the CPU-tensor
+ * path's cost over m.log(t.item()), bench/gpu_log.py).  A subclass, which
+ * may override is_cpu, goes through getattr.
+ */
+static getter is_cpu_get;
+static void *is_cpu_closure;
+static PyObject *tensor_item;	/* torch.Tensor.item, for the same reason */
+
+/* 1: torch.Tensor is known; 0: torch is not imported (no tensor exists) */
+static int find_tensor_type(void)
+{
+	PyObject *torch;
+
+	if (likely(tensor_type != NULL))
+		return 1;
+	torch = PyImport_GetModule(str_torch);
+	if (!torch)
+		return PyErr_Occurred() ? -1 : 0;
+	tensor_type = PyObject_GetAttrString(torch, "Tensor");
+	Py_DECREF(torch);
+	if (tensor_type && !PyType_Check(tensor_type)) {
+		Py_CLEAR(tensor_type);
+		PyErr_SetString(PyExc_TypeError, "torch.Tensor is not a type");
+	}
+	if (tensor_type) {
+		PyObject *d = _PyType_Lookup((PyTypeObject *)tensor_type, str_is_cpu);
+
+		if (d && Py_IS_TYPE(d, &PyGetSetDescr_Type)) {
+			is_cpu_get = ((PyGetSetDescrObject *)d)->d_getset->get;
+			is_cpu_closure = ((PyGetSetDescrObject *)d)->d_getset->closure;
+		}
+		d = _PyType_Lookup((PyTypeObject *)tensor_type, str_item);
+		if (d && Py_IS_TYPE(d, &PyMethodDescr_Type))
+			tensor_item = Py_NewRef(d);
+	}
+	return tensor_type ? 1 : -1;
+}
+
+/*
+ * 1: a torch tensor on a device (reading it now would wait for the
+ * device); 0: anything else, a CPU tensor included (float() reads it at
+ * once); -1: an exception.
+ */
+static int on_device(PyObject *o)
+{
+	PyObject *cpu;
+	int r;
+
+	if (PyFloat_CheckExact(o) || PyLong_CheckExact(o))
+		return 0;
+	r = find_tensor_type();
+	if (r <= 0 || !PyObject_TypeCheck(o, (PyTypeObject *)tensor_type))
+		return r < 0 ? -1 : 0;
+	if (route_all)
+		return 1;
+	if (Py_IS_TYPE(o, (PyTypeObject *)tensor_type) && is_cpu_get) {
+		cpu = is_cpu_get(o, is_cpu_closure);
+		if (likely(cpu == Py_True || cpu == Py_False)) {
+			Py_DECREF(cpu);
+			return cpu == Py_False;
+		}
+	} else {
+		cpu = PyObject_GetAttr(o, str_is_cpu);
+	}
+	if (!cpu)
+		return -1;
+	r = PyObject_IsTrue(cpu);
+	Py_DECREF(cpu);
+	return r < 0 ? -1 : !r;
+}
+
+/*
+ * float(@o) for an exact torch.Tensor on the CPU through Tensor.item
+ * (the method called directly: no slot dispatch); else as_double().
+ */
+static double tensor_or_number(PyObject *o)
+{
+	PyObject *r;
+	double v;
+
+	if (!tensor_item || !Py_IS_TYPE(o, (PyTypeObject *)tensor_type))
+		return as_double(o);
+	r = PyObject_Vectorcall(tensor_item, &o, 1, NULL);
+	if (!r)
+		return -1.0;
+	v = as_double(r);
+	Py_DECREF(r);
+	return v;
+}
+
+/* The writer's harvester (mring._device.Harvest), made on first use. */
+static PyObject *harvest_get(WriterObject *self)
+{
+	PyObject *mod, *cls;
+
+	if (self->harvest)
+		return self->harvest;
+	mod = PyImport_ImportModule("mring._device");
+	if (!mod)
+		return NULL;
+	cls = PyObject_GetAttrString(mod, "Harvest");
+	Py_DECREF(mod);
+	if (!cls)
+		return NULL;
+	self->harvest = PyObject_CallOneArg(cls, (PyObject *)self);
+	Py_DECREF(cls);
+	return self->harvest;
+}
+
+/*
+ * harvest.log(id, value, weight): @value a device tensor, or, while the
+ * harvester holds work, a float that must wait its turn.  Steals nothing.
+ */
+static PyObject *harvest_log(WriterObject *wr, int id, PyObject *value, double wt, int weighted)
+{
+	PyObject *h = harvest_get(wr);
+
+	if (!h)
+		return NULL;
+	if (weighted)
+		return PyObject_CallMethod(h, "log", "iOd", id, value, wt);
+	return PyObject_CallMethod(h, "log", "iOO", id, value, Py_None);
+}
+
+/* Same, for a value already converted. */
+static PyObject *harvest_log_double(WriterObject *wr, int id, double v, double wt, int weighted)
+{
+	PyObject *f = PyFloat_FromDouble(v), *r;
+
+	if (!f)
+		return NULL;
+	r = harvest_log(wr, id, f, wt, weighted);
+	Py_DECREF(f);
+	return r;
+}
+
+/* Everything the harvester holds into the ring (waits for the device). */
+static int harvest_flush(WriterObject *self)
+{
+	PyObject *r;
+
+	if (!self->harvest)
+		return 0;
+	r = PyObject_CallMethod(self->harvest, "flush", NULL);
+	Py_XDECREF(r);
+	return r ? 0 : -1;
+}
 
 static PyObject *closed_error(const char *what)
 {
@@ -240,12 +405,12 @@ static int config_error(const struct mring_config *c, unsigned long long capacit
 static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"path", "capacity", "on_full", "run", "rank",
-				 "max_metrics", "mode", "replace", NULL};
+				 "max_metrics", "mode", "replace", "max_pending", NULL};
 	PyObject *path = NULL, *bpath = NULL, *run = Py_None;
 	unsigned long long capacity = 0;
 	const char *on_full = "drop";
 	int rank = 0, replace = 0, rc, i;
-	unsigned int max_metrics = 0, mode = 0;
+	unsigned int max_metrics = 0, mode = 0, max_pending = 8;
 	struct mring_config cfg;
 	struct mring_writer *w = NULL;
 
@@ -253,10 +418,15 @@ static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
 		PyErr_SetString(PyExc_RuntimeError, "mring.Writer already open");
 		return -1;
 	}
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$KsOiIIp", kwlist, &path,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$KsOiIIpI", kwlist, &path,
 					 &capacity, &on_full, &run, &rank,
-					 &max_metrics, &mode, &replace))
+					 &max_metrics, &mode, &replace, &max_pending))
 		return -1;
+	if (max_pending < 1 || max_pending > 1u << 20) {
+		PyErr_Format(PyExc_ValueError, "max_pending must be in [1, 2**20], not %u",
+			     max_pending);
+		return -1;
+	}
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.on_full = -1;
 	for (i = 0; i < 3; i++)
@@ -298,6 +468,7 @@ static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
 	self->on_full = cfg.on_full;
 	self->rank = rank;
 	self->capacity = capacity ? capacity : MRING_DEFAULT_CAPACITY;
+	self->max_pending = max_pending;
 	Py_XSETREF(self->names, PyDict_New());
 	Py_INCREF(path);
 	Py_XSETREF(self->path, path);
@@ -322,12 +493,14 @@ static int writer_close(WriterObject *self)
 static int Writer_traverse(WriterObject *self, visitproc visit, void *arg)
 {
 	Py_VISIT(self->names);
+	Py_VISIT(self->harvest);
 	return 0;
 }
 
 static int Writer_clear(WriterObject *self)
 {
 	Py_CLEAR(self->names);
+	Py_CLEAR(self->harvest);
 	return 0;
 }
 
@@ -337,6 +510,7 @@ static void Writer_dealloc(WriterObject *self)
 	if (!self->busy)
 		(void)writer_close(self);
 	Py_CLEAR(self->names);
+	Py_CLEAR(self->harvest);
 	Py_CLEAR(self->path);
 	Py_CLEAR(self->run);
 	Py_TYPE(self)->tp_free((PyObject *)self);
@@ -351,6 +525,11 @@ static PyObject *Writer_close(WriterObject *self, PyObject *unused)
 	if (self->busy) {
 		PyErr_SetString(PyExc_RuntimeError,
 				"close: mring.Writer is in use by another thread");
+		return NULL;
+	}
+	/* what is still on the device first; closed even if that fails */
+	if (harvest_flush(self) < 0) {
+		(void)writer_close(self);
 		return NULL;
 	}
 	rc = writer_close(self);
@@ -558,6 +737,18 @@ static inline int do_step(WriterObject *self, unsigned long long step)
 	return step_call(self, mring_step, step);
 }
 
+/* A step while the harvester holds work: it waits its turn there. */
+static PyObject *harvest_step(WriterObject *self, unsigned long long step)
+{
+	PyObject *r = PyObject_CallMethod(self->harvest, "step", "K", step);
+
+	if (r) {
+		self->has_step = 1;
+		self->last_step = step;
+	}
+	return r;
+}
+
 /* w.rewind(n): the run resumed from a checkpoint at step n */
 static PyObject *Writer_rewind(WriterObject *self, PyObject *arg)
 {
@@ -567,6 +758,8 @@ static PyObject *Writer_rewind(WriterObject *self, PyObject *arg)
 	if (!writer_usable(self, "rewind"))
 		return NULL;
 	if (step_arg(arg, &step) < 0)
+		return NULL;
+	if (harvest_flush(self) < 0)
 		return NULL;
 	rc = step_call(self, mring_rewind, step);
 	if (rc < 0)
@@ -582,6 +775,8 @@ static PyObject *Writer_step(WriterObject *self, PyObject *arg)
 		return NULL;
 	if (step_arg(arg, &step) < 0)
 		return NULL;
+	if (unlikely(self->deferred))
+		return harvest_step(self, step);
 	if (unlikely(do_step(self, step) < 0))
 		return set_error(-EPERM, CTX_WRITE, "step", NULL);
 	Py_RETURN_NONE;
@@ -601,13 +796,30 @@ static PyObject *writer_call(WriterObject *self, const char *what,
 	Py_RETURN_NONE;
 }
 
+/* epoch_end() and flush() first wait for what is still on the device */
 static PyObject *Writer_epoch_end(WriterObject *self, PyObject *unused)
 {
+	if (self->harvest && writer_usable(self, "epoch_end") && harvest_flush(self) < 0)
+		return NULL;
 	return writer_call(self, "epoch_end", mring_epoch_end);
 }
 
-static PyObject *Writer_flush(WriterObject *self, PyObject *unused)
+/* flush(wait=True): wait=False takes only the device values already here */
+static PyObject *Writer_flush(WriterObject *self, PyObject *args, PyObject *kw)
 {
+	static char *kwlist[] = {"wait", NULL};
+	int wait = 1;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|$p", kwlist, &wait))
+		return NULL;
+	if (self->harvest && writer_usable(self, "flush")) {
+		PyObject *r = wait ? PyObject_CallMethod(self->harvest, "flush", NULL) :
+			      PyObject_CallMethod(self->harvest, "poll", NULL);
+
+		if (!r)
+			return NULL;
+		Py_DECREF(r);
+	}
 	return writer_call(self, "flush", mring_flush);
 }
 
@@ -710,6 +922,7 @@ static PyObject *Writer_log(WriterObject *self, PyObject *const *args,
 	PyObject *metrics, *step_o = Py_None, *key, *val;
 	double stackbuf[32], *vals = stackbuf;
 	MetricObject *stackm[32], **ms = stackm;
+	PyObject *stackd[32], **devs = stackd;	/* borrowed: device tensors */
 	unsigned long long step = 0;
 	Py_ssize_t n, pos = 0, i = 0, k;
 	PyObject *ret = NULL;
@@ -741,7 +954,8 @@ static PyObject *Writer_log(WriterObject *self, PyObject *const *args,
 	if (n > 32) {
 		vals = PyMem_Malloc(n * sizeof(*vals));
 		ms = PyMem_Malloc(n * sizeof(*ms));
-		if (!vals || !ms) {
+		devs = PyMem_Malloc(n * sizeof(*devs));
+		if (!vals || !ms || !devs) {
 			PyErr_NoMemory();
 			goto out;
 		}
@@ -753,7 +967,15 @@ static PyObject *Writer_log(WriterObject *self, PyObject *const *args,
 				     "log(): nested dictionaries cannot be logged (%R)", key);
 			goto out;
 		}
-		vals[i] = as_double(val);
+		rc = on_device(val);
+		if (rc < 0)
+			goto out;
+		devs[i] = rc ? val : NULL;
+		if (rc) {
+			vals[i++] = 0.0;	/* read when the device is done */
+			continue;
+		}
+		vals[i] = tensor_or_number(val);
 		if (vals[i] == -1.0 && PyErr_Occurred()) {
 			PyObject *t, *v, *tb;
 			PyErr_Fetch(&t, &v, &tb);
@@ -784,12 +1006,27 @@ static PyObject *Writer_log(WriterObject *self, PyObject *const *args,
 		ms[i++] = m;
 	}
 	if (step_o != Py_None && !(self->has_step && self->last_step == step)) {
-		if (unlikely(do_step(self, step) < 0)) {
+		if (unlikely(self->deferred)) {
+			PyObject *r = harvest_step(self, step);
+
+			if (!r)
+				goto out;
+			Py_DECREF(r);
+		} else if (unlikely(do_step(self, step) < 0)) {
 			set_error(-EPERM, CTX_WRITE, "log", NULL);
 			goto out;
 		}
 	}
 	for (k = 0; k < i; k++) {
+		if (unlikely(devs[k] || self->deferred)) {
+			PyObject *r = devs[k] ? harvest_log(self, ms[k]->id, devs[k], 1.0, 0) :
+				      harvest_log_double(self, ms[k]->id, vals[k], 1.0, 0);
+
+			if (!r)
+				goto out;
+			Py_DECREF(r);
+			continue;
+		}
 		rc = log_one(self, ms[k]->id, vals[k], 1.0, 0);
 		if (unlikely(rc < 0 && rc != -ENOBUFS)) {
 			set_error(rc, CTX_WRITE, "log", NULL);
@@ -803,6 +1040,8 @@ out:
 		PyMem_Free(vals);
 	if (ms != stackm)
 		PyMem_Free(ms);
+	if (devs != stackd)
+		PyMem_Free(devs);
 	return ret;
 usage:
 	PyErr_SetString(PyExc_TypeError, "log(metrics, step=None)");
@@ -830,6 +1069,8 @@ static PyObject *Writer_get_step(WriterObject *self, void *c)
 {
 	if (!self->w)
 		return closed_error("step");
+	if (self->deferred)	/* the ring has not got it yet */
+		return PyLong_FromUnsignedLongLong(self->last_step);
 	return PyLong_FromUnsignedLongLong(mring_writer_step(self->w));
 }
 
@@ -838,6 +1079,92 @@ static PyObject *Writer_get_epoch(WriterObject *self, void *c)
 	if (!self->w)
 		return closed_error("epoch");
 	return PyLong_FromUnsignedLong(mring_writer_epoch(self->w));
+}
+
+/* ---- for mring/_device.py: the ring itself, in the order it decided ---- */
+
+/* w._raw_step(step, wall_ns): mring_step_at() */
+static PyObject *Writer_raw_step(WriterObject *self, PyObject *const *args, Py_ssize_t n)
+{
+	unsigned long long step;
+	long long wall;
+	int rc;
+
+	if (n != 2 || step_arg(args[0], &step) < 0)
+		return n != 2 ? PyErr_Format(PyExc_TypeError, "_raw_step(step, wall_ns)") : NULL;
+	wall = PyLong_AsLongLong(args[1]);
+	if (wall == -1 && PyErr_Occurred())
+		return NULL;
+	if (!writer_usable(self, "step"))
+		return NULL;
+	if (self->on_full == MRING_FULL_WAIT) {
+		struct mring_writer *w = self->w;
+
+		self->busy = 1;
+		Py_BEGIN_ALLOW_THREADS
+		rc = mring_step_at(w, step, wall);
+		Py_END_ALLOW_THREADS
+		self->busy = 0;
+	} else {
+		rc = mring_step_at(self->w, step, wall);
+	}
+	if (rc == -EPERM || rc == -EINVAL)
+		return set_error(rc, CTX_WRITE, "step", NULL);
+	Py_RETURN_NONE;
+}
+
+/* w._raw_log(id, value, weight or None) */
+static PyObject *Writer_raw_log(WriterObject *self, PyObject *const *args, Py_ssize_t n)
+{
+	int id, rc, weighted;
+	double v, wt = 1.0;
+
+	if (n != 3)
+		return PyErr_Format(PyExc_TypeError, "_raw_log(id, value, weight)");
+	id = (int)PyLong_AsLong(args[0]);
+	if (id == -1 && PyErr_Occurred())
+		return NULL;
+	v = PyFloat_AsDouble(args[1]);
+	if (v == -1.0 && PyErr_Occurred())
+		return NULL;
+	weighted = args[2] != Py_None;
+	if (weighted) {
+		wt = PyFloat_AsDouble(args[2]);
+		if (wt == -1.0 && PyErr_Occurred())
+			return NULL;
+	}
+	if (!writer_usable(self, "log"))
+		return NULL;
+	rc = log_one(self, id, v, wt, weighted);
+	if (rc == 0 || rc == -ENOBUFS)
+		Py_RETURN_NONE;
+	return set_error(rc, CTX_WRITE, "log", NULL);
+}
+
+/* w._set_deferred(flag): the harvester holds work (True) or none */
+static PyObject *Writer_set_deferred(WriterObject *self, PyObject *flag)
+{
+	int r = PyObject_IsTrue(flag);
+
+	if (r < 0)
+		return NULL;
+	self->deferred = r;
+	Py_RETURN_NONE;
+}
+
+/* w._drop(n): n values dropped before the ring, counted as a full ring
+ * counts (DROP mode: True); False where the ring cannot count them */
+static PyObject *Writer_drop(WriterObject *self, PyObject *arg)
+{
+	long n = PyLong_AsLong(arg);
+
+	if (n == -1 && PyErr_Occurred())
+		return NULL;
+	if (!writer_usable(self, "_drop"))
+		return NULL;
+	if (n <= 0 || n > UINT_MAX)
+		return PyErr_Format(PyExc_ValueError, "_drop(%ld)", n);
+	return PyBool_FromLong(__mring_drop(self->w, (unsigned)n) == 0);
 }
 
 static PyObject *Writer_repr(WriterObject *self)
@@ -858,13 +1185,17 @@ static PyMethodDef Writer_methods[] = {
 	 "logged before are void"},
 	{"epoch_end", (PyCFunction)Writer_epoch_end, METH_NOARGS,
 	 "epoch_end(): publish the epoch reductions and start the next epoch"},
-	{"flush", (PyCFunction)Writer_flush, METH_NOARGS,
+	{"flush", (PyCFunction)(void (*)(void))Writer_flush, METH_VARARGS | METH_KEYWORDS,
 	 "flush(): publish the live statistics now (step() does it too)"},
 	{"log", (PyCFunction)(void (*)(void))Writer_log, METH_FASTCALL | METH_KEYWORDS,
 	 "log(metrics: dict, step=None): log a dict of values (HF Trainer.log style)"},
 	{"hparams", (PyCFunction)Writer_hparams, METH_O,
 	 "hparams(dict or JSON str): store the run's hyperparameters (<= 64 KiB of JSON)"},
 	{"close", (PyCFunction)Writer_close, METH_NOARGS, "close the run cleanly"},
+	{"_raw_step", (PyCFunction)(void (*)(void))Writer_raw_step, METH_FASTCALL, NULL},
+	{"_raw_log", (PyCFunction)(void (*)(void))Writer_raw_log, METH_FASTCALL, NULL},
+	{"_set_deferred", (PyCFunction)Writer_set_deferred, METH_O, NULL},
+	{"_drop", (PyCFunction)Writer_drop, METH_O, NULL},
 	{"__enter__", (PyCFunction)Writer_enter, METH_NOARGS, NULL},
 	{"__exit__", (PyCFunction)(void (*)(void))Writer_exit, METH_FASTCALL, NULL},
 	{NULL}
@@ -874,6 +1205,8 @@ static PyMemberDef Writer_members[] = {
 	{"path", T_OBJECT, offsetof(WriterObject, path), READONLY, "segment path"},
 	{"run", T_OBJECT, offsetof(WriterObject, run), READONLY, "run name"},
 	{"rank", T_INT, offsetof(WriterObject, rank), READONLY, "rank"},
+	{"max_pending", T_UINT, offsetof(WriterObject, max_pending), READONLY,
+	 "steps whose device values may wait at once (docs/python.md)"},
 	{"capacity", T_ULONGLONG, offsetof(WriterObject, capacity), READONLY,
 	 "ring capacity (records)"},
 	{NULL}
@@ -929,7 +1262,7 @@ static PyObject *metric_log_slow(MetricObject *self, PyObject *const *args,
 	PyObject *vo = NULL, *wo = NULL;
 	Py_ssize_t k, nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
 	double v, wt = 1.0;
-	int rc;
+	int rc, dev;
 
 	if (nargs > 2)
 		goto usage;
@@ -950,9 +1283,18 @@ static PyObject *metric_log_slow(MetricObject *self, PyObject *const *args,
 		goto usage;
 	if (!writer_usable(self->writer, "log"))
 		return NULL;
-	v = as_double(vo);
+	dev = on_device(vo);
+	if (dev < 0)
+		return NULL;
+	v = dev ? 0.0 : tensor_or_number(vo);
 	if (v == -1.0 && PyErr_Occurred())
 		return NULL;
+	if (wo && on_device(wo)) {
+		if (!PyErr_Occurred())
+			PyErr_SetString(PyExc_TypeError, "weight must be a number or a CPU "
+					"tensor (reading a device tensor would wait for the device)");
+		return NULL;
+	}
 	if (wo) {
 		wt = as_double(wo);
 		if (wt == -1.0 && PyErr_Occurred())
@@ -963,6 +1305,10 @@ static PyObject *metric_log_slow(MetricObject *self, PyObject *const *args,
 			return NULL;
 		}
 	}
+	if (dev)
+		return harvest_log(self->writer, self->id, vo, wt, wo != NULL);
+	if (self->writer->deferred)
+		return harvest_log_double(self->writer, self->id, v, wt, wo != NULL);
 	rc = log_one(self->writer, self->id, v, wt, wo != NULL);
 	if (likely(rc == 0 || rc == -ENOBUFS))
 		Py_RETURN_NONE;
@@ -982,13 +1328,17 @@ static PyObject *Metric_log(MetricObject *self, PyObject *const *args,
 	int rc;
 
 	if (unlikely(nargs != 1 || kwnames || !wr->w || wr->on_full == MRING_FULL_WAIT
-		     || wr->busy))
+		     || wr->busy || wr->deferred))
 		return metric_log_slow(self, args, nargs, kwnames);
 	o = args[0];
 	if (likely(PyFloat_CheckExact(o))) {
 		v = PyFloat_AS_DOUBLE(o);
 	} else {
-		v = as_double(o);
+		int dev = on_device(o);
+
+		if (unlikely(dev))
+			return dev < 0 ? NULL : harvest_log(wr, self->id, o, 1.0, 0);
+		v = tensor_or_number(o);
 		if (v == -1.0 && PyErr_Occurred())
 			return NULL;
 	}
@@ -1565,8 +1915,20 @@ static PyObject *mod_strerror(PyObject *m, PyObject *arg)
 	return PyUnicode_FromString(mring_strerror(e));
 }
 
+/* _route_all_tensors(flag): tests treat CPU tensors as device tensors */
+static PyObject *mod_route_all(PyObject *m, PyObject *flag)
+{
+	int r = PyObject_IsTrue(flag);
+
+	if (r < 0)
+		return NULL;
+	route_all = r;
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
 	{"strerror", mod_strerror, METH_O, "strerror(err) -> str"},
+	{"_route_all_tensors", mod_route_all, METH_O, NULL},
 	{NULL}
 };
 
@@ -1595,6 +1957,13 @@ PyMODINIT_FUNC PyInit__mring(void)
 			if (!kind_names[i])
 				return NULL;
 		}
+	if (!str_torch) {
+		str_torch = PyUnicode_InternFromString("torch");
+		str_is_cpu = PyUnicode_InternFromString("is_cpu");
+		str_item = PyUnicode_InternFromString("item");
+		if (!str_torch || !str_is_cpu || !str_item)
+			return NULL;
+	}
 	m = PyModule_Create(&moduledef);
 	if (!m)
 		return NULL;

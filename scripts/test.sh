@@ -25,7 +25,8 @@ trap 'echo "test.sh: FAILED in step: $step (after $((SECONDS / 60)) min; the out
 stage "install what is missing (waits for another apt)"
 apt_install cmake gcc g++ make pkg-config libcriterion-dev python3 python3-protobuf python3-yaml \
 	protobuf-compiler python3-crc32c libncurses-dev tmux liburcu-dev prometheus \
-	python3-dev python3-setuptools python3-pip python3-venv python3-pytest groff-base
+	python3-dev python3-setuptools python3-pip python3-venv python3-pytest groff-base \
+	python3-torch
 
 jobs=$(nproc)
 stage "build and test (RelWithDebInfo)"

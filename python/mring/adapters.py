@@ -37,12 +37,21 @@ def to_float(value):
         return None
 
 
+def _on_device(value):
+    """A one-element torch tensor off the CPU: passed through as it is, so
+    that nothing waits for the device (the Writer harvests it later)."""
+    try:
+        return value.is_cpu is False and value.numel() == 1
+    except (AttributeError, TypeError, RuntimeError):
+        return False
+
+
 def _scalars(metrics, skip=()):
     out = {}
     for k, v in metrics.items():
         if k in skip:
             continue
-        f = to_float(v)
+        f = v if _on_device(v) else to_float(v)
         if f is not None:
             out[str(k)] = f
     return out
@@ -100,7 +109,8 @@ class MringCallback:
         if values:
             self.writer.log(values, step=int(getattr(state, "global_step", 0) or 0))
             # every logging_steps, not per step: show monitors at once
-            self.writer.flush()
+            # (without waiting for values still on the device)
+            self.writer.flush(wait=False)
         return None
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -212,7 +222,7 @@ class MringLogger:
                     w.metric(k, on_step=True, on_epoch=True, reduce="mean")
         if values:
             w.log(values, step=None if step is None else int(step))
-            w.flush()   # Lightning calls this every log_every_n_steps
+            w.flush(wait=False)   # every log_every_n_steps; never waits for a GPU
             self._dirty = True
 
     def log_hyperparams(self, params, *args, **kwargs):

@@ -1,0 +1,222 @@
+# SPDX-License-Identifier: MIT
+"""Values still on a device: how ``m.log(cuda_tensor)`` never waits for the GPU.
+
+Reading a GPU value (``loss.item()``, ``float(loss)``) makes the CPU wait
+until the GPU has finished everything queued before it.  The binding
+(python/_mring.c) hands every tensor that is not on the CPU to the
+writer's Harvest instead of reading it:
+
+- the tensors logged in one step are collected (detached: no autograd);
+- when the step ends (the next ``step()``, ``epoch_end()``, ``flush()`` or
+  ``close()``), the Device starts moving them to the host: one stack per
+  device, one ``non_blocking`` copy into pinned host memory, one CUDA
+  event recorded on the current stream;
+- the values enter the ring once that event has completed: checked
+  without blocking at each later ``step()``; ``flush()``, ``epoch_end()``,
+  ``close()`` and ``rewind()`` wait for it.
+
+While the harvester holds anything, every step, value and epoch end of
+the writer queues behind it (one FIFO), so the ring gets exactly the
+order they were logged in: rows stay whole, each metric's values come in
+step order, and each step keeps the wall time of its ``step()`` call
+(mring_step_at()).  A Writer is single-producer, so the queue is emptied
+by the training thread itself, never by a helper thread.
+
+At most ``Writer(max_pending=8)`` steps wait for their device values at
+once.  One more: ``on_full="wait"`` waits for the oldest; ``"drop"``
+drops the new step's device values, counted as a full ring counts (a
+LOST event where they would have been, ``status()["dropped"]``);
+``"overwrite"`` drops the oldest pending step's, counted in
+``Harvest.dropped`` only.
+
+The Device interface (start, done, wait, values) is all that touches the
+device; tests replace it (``use_device``) to make values arrive late.
+"""
+import collections as _collections
+import time as _time
+
+_STEP, _VAL, _DEV = 0, 1, 2
+
+_device_factory = None
+
+
+def use_device(factory):
+    """Make every Harvest created from now on use ``factory()`` as its Device
+    (None: the default, TorchDevice).  For tests."""
+    global _device_factory
+    _device_factory = factory
+
+
+class TorchDevice:
+    """The real device half, for CUDA (and, without events, CPU tensors
+    routed here by tests).  Other devices (MPS, XLA) have no event this
+    code knows: their values are read with a blocking copy when harvested,
+    once per step instead of once per value."""
+
+    def __init__(self):
+        import torch
+        self.torch = torch
+
+    def start(self, tensors):
+        """Begin moving ``tensors`` (one element each) to the host; a handle."""
+        torch = self.torch
+        groups = {}
+        for i, x in enumerate(tensors):
+            groups.setdefault(x.device, []).append(i)
+        parts = []
+        for dev, idx in groups.items():
+            vals = torch.stack([tensors[i].reshape(()).to(torch.float64) for i in idx])
+            event = None
+            if dev.type == "cuda":
+                host = torch.empty(len(idx), dtype=torch.float64, pin_memory=True)
+                host.copy_(vals, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(torch.cuda.current_stream(dev))
+            else:
+                host = vals
+            parts.append((idx, host, event))
+        return parts
+
+    def done(self, handle):
+        """True once every value of ``handle`` is on the host (never blocks)."""
+        return all(ev is None or ev.query() for _, _, ev in handle)
+
+    def wait(self, handle):
+        for _, _, ev in handle:
+            if ev is not None:
+                ev.synchronize()
+
+    def values(self, handle, n):
+        """The ``n`` values, as floats, in logging order (after done/wait)."""
+        out = [0.0] * n
+        for idx, host, _ in handle:
+            if host.device.type != "cpu":
+                host = host.cpu()
+            for i, v in zip(idx, host.tolist()):
+                out[i] = float(v)
+        return out
+
+
+class _Batch:
+    __slots__ = ("tensors", "n", "handle", "values", "dropped")
+
+    def __init__(self):
+        self.tensors = []
+        self.n = 0
+        self.handle = None
+        self.values = None
+        self.dropped = False
+
+
+class Harvest:
+    """One per Writer, made by the binding when the first device tensor is
+    logged.  Called on the writer's thread only."""
+
+    def __init__(self, writer):
+        self.w = writer
+        self.device = _device_factory() if _device_factory else TorchDevice()
+        self.ops = _collections.deque()
+        self.batch = None            # the step under way's device tensors
+        self.sealed = _collections.deque()   # started, not yet harvested
+        self.dropped = 0             # device values dropped (max_pending)
+
+    # -- from the binding --------------------------------------------
+    def log(self, mid, value, weight):
+        if isinstance(value, float):
+            self.ops.append((_VAL, mid, value, weight))
+            return
+        x = value.detach()
+        if x.numel() != 1:
+            raise ValueError("mring: log() takes a 0-d or 1-element tensor, not %d elements"
+                             % x.numel())
+        if x.is_complex():
+            raise TypeError("mring: a metric value must be a real number, not a complex "
+                            "tensor")
+        b = self.batch
+        if b is None:
+            b = self.batch = _Batch()
+        self.ops.append((_DEV, mid, b, len(b.tensors), weight))
+        b.tensors.append(x)
+        self.w._set_deferred(True)
+
+    def step(self, step):
+        self._seal()
+        self.ops.append((_STEP, step, _time.time_ns()))
+        self._harvest(False)
+
+    def flush(self):
+        """Everything into the ring, waiting for the device if need be."""
+        self._seal()
+        self._harvest(True)
+
+    def poll(self):
+        """What the device has finished, into the ring; never waits.  The
+        step under way stays open."""
+        self._harvest(False)
+
+    @property
+    def pending_steps(self):
+        return len(self.sealed) + (self.batch is not None)
+
+    # -- inside --------------------------------------------------------
+    def _seal(self):
+        b = self.batch
+        if b is None:
+            return
+        self.batch = None
+        b.n = len(b.tensors)
+        if len(self.sealed) >= self.w.max_pending:
+            if self.w.on_full == "wait":
+                self._ready(self.sealed[0], True)   # waits for the oldest
+                self._harvest(False)
+            elif self.w.on_full == "drop":
+                b.dropped = True      # the new step's, as a full ring drops
+                b.tensors = None
+                return
+            else:                     # overwrite: the oldest waiting step's
+                old = self.sealed.popleft()
+                old.dropped = True
+                old.handle = None
+        b.handle = self.device.start(b.tensors)
+        b.tensors = None
+        self.sealed.append(b)
+
+    def _ready(self, b, wait):
+        """Batch @b's values are here (reading them if they just came)."""
+        if b.values is not None or b.dropped:
+            return True
+        if b.handle is None:
+            return False              # still open: its step has not ended
+        if wait:
+            self.device.wait(b.handle)
+        elif not self.device.done(b.handle):
+            return False
+        b.values = self.device.values(b.handle, b.n)
+        b.handle = None
+        if self.sealed and self.sealed[0] is b:
+            self.sealed.popleft()
+        return True
+
+    def _harvest(self, wait):
+        """Emit the queue's head while it is ready; with @wait, wait for
+        the device as long as anything is queued."""
+        ops, w = self.ops, self.w
+        while ops:
+            op = ops[0]
+            if op[0] == _DEV:
+                b = op[2]
+                if not self._ready(b, wait):
+                    break
+                if b.dropped:
+                    self.dropped += 1
+                    if w.on_full == "drop":
+                        w._drop(1)
+                else:
+                    w._raw_log(op[1], b.values[op[3]], op[4])
+            elif op[0] == _VAL:
+                w._raw_log(op[1], op[2], op[3])
+            else:
+                w._raw_step(op[1], op[2])
+            ops.popleft()
+        if not ops and self.batch is None:
+            w._set_deferred(False)

@@ -6,7 +6,9 @@ until the GPU has finished everything queued before it.  The binding
 (python/_mring.c) hands every tensor that is not on the CPU to the
 writer's Harvest instead of reading it:
 
-- the tensors logged in one step are collected (detached: no autograd);
+- each tensor logged is copied on the device as float64 (detached: no
+  autograd; one small asynchronous kernel), so that what is logged is its
+  value at the log() call even if the caller changes it in place later;
 - when the step ends (the next ``step()``, ``epoch_end()``, ``flush()`` or
   ``close()``), the Device starts moving them to the host: one stack per
   device, one ``non_blocking`` copy into pinned host memory, one CUDA
@@ -56,6 +58,7 @@ class TorchDevice:
     def __init__(self):
         import torch
         self.torch = torch
+        self.dtype = torch.float64
 
     def start(self, tensors):
         """Begin moving ``tensors`` (one element each) to the host; a handle."""
@@ -65,7 +68,7 @@ class TorchDevice:
             groups.setdefault(x.device, []).append(i)
         parts = []
         for dev, idx in groups.items():
-            vals = torch.stack([tensors[i].reshape(()).to(torch.float64) for i in idx])
+            vals = torch.stack([tensors[i] for i in idx])
             event = None
             if dev.type == "cuda":
                 host = torch.empty(len(idx), dtype=torch.float64, pin_memory=True)
@@ -132,6 +135,9 @@ class Harvest:
         if x.is_complex():
             raise TypeError("mring: a metric value must be a real number, not a complex "
                             "tensor")
+        # a copy on the device, in the caller's stream order: an in-place
+        # change after this call (running sums) does not alter the value
+        x = x.reshape(()).to(self.device.dtype, copy=True)
         b = self.batch
         if b is None:
             b = self.batch = _Batch()

@@ -29,6 +29,7 @@ class LateDevice:
 
     def __init__(self):
         self.inner = device.TorchDevice()
+        self.dtype = self.inner.dtype
         self.started = []          # handles, oldest first
         self.done_upto = 0         # handles [0, done_upto) have completed
         self.waits = 0
@@ -245,6 +246,20 @@ def test_bad_tensors_are_refused_and_nothing_is_logged(late):
     m.log(torch.tensor(7.0))
     w.close()
     assert values(events("d8"), "x") == [(0, 7.0)]
+
+
+def test_the_value_is_the_one_at_the_log_call(late):
+    w = mring.Writer("d11", capacity=1 << 12)
+    m = w.metric("x")
+    running = torch.zeros(())
+    for s in range(3):
+        w.step(s)
+        running.add_(1.0)
+        m.log(running)                      # then changed in place
+    running.add_(100.0)
+    late.complete()
+    w.close()
+    assert values(events("d11"), "x") == [(0, 1.0), (1, 2.0), (2, 3.0)]
 
 
 def test_autograd_is_detached(late):

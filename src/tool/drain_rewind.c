@@ -54,44 +54,21 @@ struct voider {
 	int step_col, rank_col;	/* CSV: column indices, -1 if absent */
 };
 
-/* The last occurrence of @pat in [@p, @p + @len), or NULL. */
-static const char *last_of(const char *p, size_t len, const char *pat)
-{
-	size_t n = strlen(pat);
-
-	for (size_t i = len >= n ? len - n + 1 : 0; i-- > 0;)
-		if (!memcmp(p + i, pat, n))
-			return p + i;
-	return NULL;
-}
-
-/* The digits at @p as *@v; the end of them, or NULL for none. */
-static const char *parse_u64(const char *p, const char *end, uint64_t *v)
-{
-	uint64_t x = 0;
-	const char *start = p;
-
-	for (; p < end && *p >= '0' && *p <= '9'; p++)
-		x = x * 10 + (uint64_t)(*p - '0');
-	*v = x;
-	return p > start ? p : NULL;
-}
-
 /* JSONL: is this row (without its newline) one to remove? */
 static bool jsonl_void(const struct voider *v, const char *line, size_t len)
 {
-	const char *step = last_of(line, len, ", \"step\": ");
-	const char *epoch = last_of(line, len, "\"epoch\": ");
+	const char *step = mem_last(line, len, ", \"step\": ");
+	const char *epoch = mem_last(line, len, "\"epoch\": ");
 	const char *rank, *p;
 	uint64_t s, r;
 	int32_t row_rank = -1;
 
 	if (!step || !epoch || !len || line[len - 1] != '}' ||
-	    parse_u64(step + 10, line + len, &s) != line + len - 1)
+	    parse_digits(step + 10, line + len, &s) != line + len - 1)
 		return false;
 	/* "rank": R, directly before "epoch": */
-	rank = last_of(line, (size_t)(epoch - line), "\"rank\": ");
-	if (rank && (p = parse_u64(rank + 8, epoch, &r)) && epoch - p == 2 &&
+	rank = mem_last(line, (size_t)(epoch - line), "\"rank\": ");
+	if (rank && (p = parse_digits(rank + 8, epoch, &r)) && epoch - p == 2 &&
 	    p[0] == ',' && p[1] == ' ')
 		row_rank = (int32_t)r;
 	return row_rank == v->rank && s >= v->step;
@@ -157,10 +134,10 @@ static bool csv_void(struct voider *v, const char *line, size_t len)
 		return false;
 	}
 	if (v->step_col < 0 || !csv_cell(line, len, v->step_col, &b, &e) ||
-	    parse_u64(b, e, &s) != e)
+	    parse_digits(b, e, &s) != e)
 		return false;
 	if (v->rank_col >= 0 && csv_cell(line, len, v->rank_col, &b, &e) && b < e) {
-		if (parse_u64(b, e, &r) != e)
+		if (parse_digits(b, e, &r) != e)
 			return false;
 		row_rank = (int32_t)r;
 	}

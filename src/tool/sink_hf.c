@@ -102,26 +102,6 @@ struct line {
 	uint64_t s;
 };
 
-static const char *last_of(const char *p, size_t len, const char *pat)
-{
-	size_t n = strlen(pat);
-
-	for (size_t i = len >= n ? len - n + 1 : 0; i-- > 0;)
-		if (!memcmp(p + i, pat, n))
-			return p + i;
-	return NULL;
-}
-
-static const char *digits(const char *p, const char *end, uint64_t *v)
-{
-	const char *start = p;
-
-	*v = 0;
-	for (; p < end && *p >= '0' && *p <= '9' && p - start < 20; p++)
-		*v = *v * 10 + (uint64_t)(*p - '0');
-	return p > start ? p : NULL;
-}
-
 /*
  * A line this sink wrote (without its newline): {MEMBERS["rank": R, ]
  * "epoch": E, "step": S}.  false for anything else (never written by
@@ -134,16 +114,16 @@ static bool line_parse(const char *p, size_t len, struct line *l)
 
 	if (len < 2 || p[0] != '{' || end[-1] != '}')
 		return false;
-	ep = last_of(p, len, "\"epoch\": ");
-	if (!ep || !(q = digits(ep + 9, end, &e)) || e > UINT32_MAX ||
+	ep = mem_last(p, len, "\"epoch\": ");
+	if (!ep || !(q = parse_digits(ep + 9, end, &e)) || e > UINT32_MAX ||
 	    (size_t)(end - q) < 11 || memcmp(q, ", \"step\": ", 10) ||
-	    digits(q + 10, end, &l->s) != end - 1)
+	    parse_digits(q + 10, end, &l->s) != end - 1)
 		return false;
 	l->e = (uint32_t)e;
 	l->mem = p + 1;
 	l->mlen = (size_t)(ep - l->mem);
-	rank = last_of(l->mem, l->mlen, "\"rank\": ");
-	if (rank && (q = digits(rank + 8, ep, &e)) && ep - q == 2 && q[0] == ',')
+	rank = mem_last(l->mem, l->mlen, "\"rank\": ");
+	if (rank && (q = parse_digits(rank + 8, ep, &e)) && ep - q == 2 && q[0] == ',')
 		l->mlen = (size_t)(rank - l->mem);
 	return true;
 }
@@ -522,19 +502,6 @@ static int scan_line(struct sink *s, const struct line *l, void *ctx)
 {
 	(void)ctx;
 	return note_line(s, l);
-}
-
-static int ends_a_line(int fd, uint64_t size)
-{
-	char c;
-	ssize_t n;
-
-	if (size == 0)
-		return 0;
-	n = pread(fd, &c, 1, (off_t)(size - 1));
-	if (n < 0)
-		return -errno;
-	return n == 1 && c == '\n' ? 0 : -EBADMSG;
 }
 
 /*

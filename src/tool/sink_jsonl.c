@@ -27,20 +27,6 @@ struct sink {
 	struct buf out;
 };
 
-/* 0 if the first @size bytes of @fd are empty or end with a newline */
-static int ends_a_line(int fd, uint64_t size)
-{
-	char c;
-	ssize_t n;
-
-	if (size == 0)
-		return 0;
-	n = pread(fd, &c, 1, (off_t)(size - 1));
-	if (n < 0)
-		return -errno;
-	return n == 1 && c == '\n' ? 0 : -EBADMSG;
-}
-
 /*
  * Open @path for the sink: never through a symlink (-ELOOP), never a
  * FIFO or device (O_NONBLOCK keeps a FIFO from hanging the open), and

@@ -319,3 +319,36 @@ int64_t now_real_ns(void)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+int ends_a_line(int fd, uint64_t size)
+{
+	char c;
+	ssize_t n;
+
+	if (size == 0)
+		return 0;
+	n = pread(fd, &c, 1, (off_t)(size - 1));
+	if (n < 0)
+		return -errno;
+	return n == 1 && c == '\n' ? 0 : -EBADMSG;
+}
+
+const char *mem_last(const char *p, size_t len, const char *pat)
+{
+	size_t n = strlen(pat);
+
+	for (size_t i = len >= n ? len - n + 1 : 0; i-- > 0;)
+		if (!memcmp(p + i, pat, n))
+			return p + i;
+	return NULL;
+}
+
+const char *parse_digits(const char *p, const char *end, uint64_t *v)
+{
+	const char *start = p;
+
+	*v = 0;
+	for (; p < end && *p >= '0' && *p <= '9' && p - start < 20; p++)
+		*v = *v * 10 + (uint64_t)(*p - '0');
+	return p > start ? p : NULL;
+}

@@ -29,6 +29,15 @@ int fsync_dir(const char *dir);
  * holds it; 0 when the file system cannot lock (nothing to tell then).
  */
 int lock_output(int fd);
+/*
+ * 0 if the first @size bytes of @fd are empty or end with a newline (as
+ * every commit of a line-based output does), -EBADMSG if not, -errno.
+ */
+int ends_a_line(int fd, uint64_t size);
+/* The last occurrence of NUL-terminated @pat in [@p, @p + @len), or NULL. */
+const char *mem_last(const char *p, size_t len, const char *pat);
+/* The decimal digits at [@p, @end) as *@v (at most 20); their end, NULL for none. */
+const char *parse_digits(const char *p, const char *end, uint64_t *v);
 
 /*
  * Length of the well-formed UTF-8 sequence at NUL-terminated @p (RFC

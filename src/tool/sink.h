@@ -148,6 +148,22 @@ int file_replace(int dirfd, const char *name, const char *tmp, const char *data,
 int file_replace_by(int dirfd, const char *name, const char *tmp,
 		    int (*fill)(int fd, void *ctx), void *ctx);
 
+/*
+ * Open (creating it) the file of a line-based sink, @name relative to
+ * @dirfd (AT_FDCWD: a path), into *@fd (also set on failure if opened:
+ * the caller closes it): never through a symlink (-ELOOP), never a FIFO
+ * or device (-EINVAL; O_NONBLOCK keeps a FIFO from hanging the open),
+ * not a file another drain has open (-EBUSY).  A fresh start (@resume
+ * NULL) accepts an existing file only if it is empty and ours (a drain
+ * killed right after creating it, before any state named it, left it;
+ * reusing an empty file loses nothing), else -EEXIST.  A resume needs
+ * the file to be at least the committed size (-EIO: committed rows are
+ * gone) and that size to end a line (-EBADMSG: the state does not
+ * describe this file), and cuts it back to that size: what a killed
+ * drainer wrote after its last commit goes.
+ */
+int sink_lines_open(int dirfd, const char *name, const struct sink_state *resume, int *fd);
+
 struct sink_ops {
 	const char *name;	/* "jsonl", "csv", "tensorboard" */
 	/*

@@ -510,41 +510,24 @@ static int scan_line(struct sink *s, const struct line *l, void *ctx)
  */
 static int open_files(struct sink *s, const struct sink_state *resume)
 {
-	struct stat st;
-	int ret;
+	int ret = mkdir_p(s->dir);
 
-	if (mkdir(s->dir, 0755) < 0 && errno != EEXIST)
-		return -errno;
+	if (ret)
+		return ret;
 	s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s->dirfd < 0)
 		return -errno;
-	s->fd = openat(s->dirfd, ROWS_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
-		       O_NONBLOCK, 0644);
-	if (s->fd < 0)
-		return -errno;
-	if (fstat(s->fd, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return -EINVAL;
-	ret = lock_output(s->fd);
+	ret = sink_lines_open(s->dirfd, ROWS_NAME, resume, &s->fd);
 	if (ret)
 		return ret;
 	if (!resume) {
 		struct stat js;
 
-		if (st.st_size > 0 || st.st_uid != geteuid())
-			return -EEXIST;
+		/* nor a trainer_state.json this drain did not write */
 		if (fstatat(s->dirfd, STATE_NAME, &js, AT_SYMLINK_NOFOLLOW) == 0)
 			return -EEXIST;
 		return 0;
 	}
-	if ((uint64_t)st.st_size < resume->size)
-		return -EIO;
-	ret = ends_a_line(s->fd, resume->size);
-	if (ret)
-		return ret;
-	if (ftruncate(s->fd, (off_t)resume->size) < 0)
-		return -errno;
 	s->committed = resume->size;
 	ret = extra_load(s, resume->extra);
 	if (!ret)

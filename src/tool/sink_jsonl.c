@@ -27,51 +27,16 @@ struct sink {
 	struct buf out;
 };
 
-/*
- * Open @path for the sink: never through a symlink (-ELOOP), never a
- * FIFO or device (O_NONBLOCK keeps a FIFO from hanging the open), and
- * not a file another drain has open (-EBUSY).  A fresh start accepts an
- * existing file only if it is empty and ours: a drain killed right after
- * creating it, before any state named it, left it, and reusing an empty
- * file loses nothing.  A resume needs the file to be at least the
- * committed size (-EIO: committed rows are gone) and that size to end a
- * line (-EBADMSG: the state does not describe this file), as every
- * commit does; appending after half a line would break the file.
- */
+/* @path for the sink: sink_lines_open(), after creating its directory */
 static int open_file(struct sink *s, const char *path, const struct sink_state *resume)
 {
-	struct stat st;
-	int ret;
+	int ret = mkdir_parent(path);
 
-	ret = mkdir_parent(path);
-	if (ret)
-		return ret;
-	s->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
-	if (s->fd < 0)
-		return -errno;
-	if (fstat(s->fd, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return -EINVAL;
-	ret = lock_output(s->fd);
-	if (ret)
-		return ret;
-	if (!resume) {
-		/* never clobber a log this drain did not write */
-		if (st.st_size > 0 || st.st_uid != geteuid())
-			return -EEXIST;
-		return 0;
-	}
-	/* back to the last commit: drop what a killed drainer added */
-	if ((uint64_t)st.st_size < resume->size)
-		return -EIO;
-	ret = ends_a_line(s->fd, resume->size);
-	if (ret)
-		return ret;
-	if (ftruncate(s->fd, (off_t)resume->size) < 0)
-		return -errno;
-	s->committed = resume->size;
-	return 0;
+	if (!ret)
+		ret = sink_lines_open(AT_FDCWD, path, resume, &s->fd);
+	if (!ret && resume)
+		s->committed = resume->size;
+	return ret;
 }
 
 static int jsonl_open(struct sink **out, const char *path, const struct sink_state *resume)

@@ -352,3 +352,35 @@ const char *parse_digits(const char *p, const char *end, uint64_t *v)
 		*v = *v * 10 + (uint64_t)(*p - '0');
 	return p > start ? p : NULL;
 }
+
+int sink_lines_open(int dirfd, const char *name, const struct sink_state *resume, int *fd)
+{
+	struct stat st;
+	int ret;
+
+	*fd = openat(dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+		     0644);
+	if (*fd < 0)
+		return -errno;
+	if (fstat(*fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	ret = lock_output(*fd);
+	if (ret)
+		return ret;
+	if (!resume) {
+		/* never clobber a log this drain did not write */
+		if (st.st_size > 0 || st.st_uid != geteuid())
+			return -EEXIST;
+		return 0;
+	}
+	if ((uint64_t)st.st_size < resume->size)
+		return -EIO;
+	ret = ends_a_line(*fd, resume->size);
+	if (ret)
+		return ret;
+	if (ftruncate(*fd, (off_t)resume->size) < 0)
+		return -errno;
+	return 0;
+}

@@ -144,23 +144,6 @@ static bool csv_void(struct voider *v, const char *line, size_t len)
 	return row_rank == v->rank && s >= v->step;
 }
 
-static int write_out(int fd, struct buf *out)
-{
-	size_t done = 0;
-
-	while (done < out->len) {
-		ssize_t n = write(fd, out->p + done, out->len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		done += (size_t)n;
-	}
-	out->len = 0;
-	return 0;
-}
-
 /* Copy the lines of [0, @size) of @in to @out that are not void. */
 static int filter_lines(struct voider *v, int in, int out_fd, uint64_t size, uint64_t *kept)
 {
@@ -190,13 +173,13 @@ static int filter_lines(struct voider *v, int in, int out_fd, uint64_t size, uin
 			}
 			line.len = 0;
 			if (out.len >= CHUNK)
-				ret = write_out(out_fd, &out);
+				ret = buf_write_out(&out, out_fd);
 		}
 		if (line.oom || out.oom)
 			ret = -ENOMEM;
 	}
 	if (!ret)
-		ret = write_out(out_fd, &out);	/* a partial last line: not committed */
+		ret = buf_write_out(&out, out_fd);	/* a partial last line: not committed */
 	free(chunk);
 	buf_free(&line);
 	buf_free(&out);

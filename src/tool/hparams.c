@@ -727,21 +727,6 @@ int hparams_top(const char *text, size_t len, struct hparam **out, int *n)
 
 /* ---- side files ---- */
 
-static int write_all(int fd, const char *p, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Does @name in @dirfd hold exactly @len bytes of @data?  1, 0, -errno. */
 static int holds(int dirfd, const char *name, const char *data, size_t len)
 {

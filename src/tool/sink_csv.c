@@ -92,23 +92,6 @@ struct sink {
 
 /* ---- file helpers ---- */
 
-static int write_all(int fd, const char *p, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;	/* a regular file never does this */
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static ssize_t pread_full(int fd, char *p, size_t len, uint64_t off)
 {
 	size_t got = 0;

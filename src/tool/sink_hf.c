@@ -288,23 +288,6 @@ static void put_hp(struct buf *b, const char *key, const char *num, const char *
 	buf_fmt(b, "  \"%s\": %s,\n", key, *num ? num : dflt);
 }
 
-static int flush_to(int fd, struct buf *b)
-{
-	size_t done = 0;
-
-	while (done < b->len) {
-		ssize_t n = write(fd, b->p + done, b->len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		done += (size_t)n;
-	}
-	b->len = 0;
-	return 0;
-}
-
 static void put_head(struct sink *s, struct buf *b)
 {
 	char gs[24];
@@ -418,7 +401,7 @@ static int render_line(struct sink *s, const struct line *l, void *ctx)
 	r->any = true;
 	if (r->b.oom)
 		return -ENOMEM;
-	return r->b.len >= CHUNK ? flush_to(r->fd, &r->b) : 0;
+	return r->b.len >= CHUNK ? buf_write_out(&r->b, r->fd) : 0;
 }
 
 static int render_fill(int fd, void *ctx)
@@ -431,7 +414,7 @@ static int render_fill(int fd, void *ctx)
 	ret = each_line(s, render_line, &r);
 	if (!ret) {
 		put_tail(s, &r.b, r.any);
-		ret = r.b.oom ? -ENOMEM : flush_to(fd, &r.b);
+		ret = r.b.oom ? -ENOMEM : buf_write_out(&r.b, fd);
 	}
 	buf_free(&r.b);
 	return ret;

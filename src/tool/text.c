@@ -103,6 +103,32 @@ void buf_free(struct buf *b)
 	*b = (struct buf){ 0 };
 }
 
+int write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+
+	while (n) {
+		ssize_t w = write(fd, c, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int buf_write_out(struct buf *b, int fd)
+{
+	int ret = b->oom ? -ENOMEM : write_all(fd, b->p, b->len);
+
+	if (!ret)
+		b->len = 0;
+	return ret;
+}
+
 int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
 {
 	const char *c = p;

@@ -69,6 +69,8 @@ int buf_fmt(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2
 /* @s as a JSON string (quotes included; bad UTF-8 becomes U+FFFD). */
 void buf_json_str(struct buf *b, const char *s);
 void buf_free(struct buf *b);
+/* write(2) all of @b to @fd and empty it: 0, -ENOMEM (oom set), -errno. */
+int buf_write_out(struct buf *b, int fd);
 
 /*
  * Write @b out to @fd at *@written and empty it; with @sync, fsync too.

@@ -15,6 +15,8 @@
  * as from snprintf(@out, @len, ...).  Implemented in shortest.c.
  */
 int fmt_shortest(char *out, size_t len, double v);
+/* write all of [@p, @p + @n): 0, or -errno (-EIO for no progress). */
+int write_all(int fd, const void *p, size_t n);
 /* pwrite all of [@p, @p + @n) at @off: 0, or -errno (-EIO for no progress). */
 int pwrite_all(int fd, const void *p, size_t n, uint64_t off);
 /* mkdir -p with mode 0755; an existing non-directory component: -ENOTDIR. */

@@ -39,6 +39,10 @@ import time as _time
 
 _STEP, _VAL, _DEV = 0, 1, 2
 
+# a step's tensors are sent on in batches of at most this many, so that a
+# loop logging tensors without ever calling step() still has bounded memory
+BATCH_MAX = 1024
+
 _device_factory = None
 
 
@@ -144,6 +148,9 @@ class Harvest:
         self.ops.append((_DEV, mid, b, len(b.tensors), weight))
         b.tensors.append(x)
         self.w._set_deferred(True)
+        if len(b.tensors) >= BATCH_MAX:
+            self._seal()
+            self._harvest(False)
 
     def step(self, step):
         self._seal()

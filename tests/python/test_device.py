@@ -220,6 +220,20 @@ def test_a_crash_loses_only_the_steps_still_on_the_device(tmp_path):
     assert values(evs, "c") == [(s, float(s)) for s in range(6)]
 
 
+def test_tensors_without_steps_are_sent_on_in_bounded_batches(late):
+    w = mring.Writer("d12", capacity=1 << 14, on_full="wait", max_pending=2)
+    m = w.metric("x")
+    w.step(0)
+    n = 4 * device.BATCH_MAX + 10
+    for i in range(n):
+        m.log(torch.tensor(float(i)))
+    # four full batches went on; the bound made the third and fourth wait
+    assert len(late.started) == 4 and late.waits == 2, (len(late.started), late.waits)
+    late.complete()
+    w.close()
+    assert [v for _, v in values(events("d12"), "x")] == [float(i) for i in range(n)]
+
+
 def test_cpu_tensors_and_numbers_take_the_direct_path():
     w = mring.Writer("d7", capacity=1 << 12)
     m = w.metric("x")

@@ -1131,12 +1131,15 @@ def test_a_resumed_run_keeps_one_history(env):
     resumed_run(p, 10, 5, 8, 0.5)
     p.close()
     r = env.mring("drain", "--jsonl", env.path("rw.jsonl"), "--csv", env.path("csv"),
-                  "--tensorboard", env.path("tb"), "rw")
+                  "--tensorboard", env.path("tb"), "--hf", env.path("hf"), "rw")
     assert r.returncode == 0, r.stderr
     assert "went back to step 5" in r.stderr and "are removed" in r.stderr, r.stderr
     want = [(s, s * 1000 + 0.25) for s in range(5)] + [(s, s + 0.5) for s in range(5, 8)]
     assert [(x["step"], x["x"]) for x in read_jsonl(env.path("rw.jsonl"))] == want
     assert [(x["step"], x["x"]) for x in read_csv(env.path("csv", "metrics.csv"))] == want
+    with open(env.path("hf", "trainer_state.json")) as f:
+        hist = json.load(f)["log_history"]
+    assert [(x["step"], x["x"]) for x in hist if "x" in x] == want, hist
     tb = [(st, v) for st, tag, v in tb_events(tb_file(env)) if tag == "x"]
     assert tb == [(s, f32(s * 1000 + 0.25)) for s in range(10)] + \
         [(s, f32(s + 0.5)) for s in range(5, 8)], tb

@@ -66,6 +66,7 @@ static uint64_t copy_load(const struct _mring_shm_hparams *hp, uint64_t seq, cha
 		uint64_t word = _mring_load_relaxed(&hp->text[c][i]);
 
 		memcpy(buf + 8 * i, &word, n - 8 * i < 8 ? n - 8 * i : 8);
+		__mring_read_testpoint();	/* tests: the writer may run here */
 	}
 	buf[n] = '\0';
 	return n;

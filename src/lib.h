@@ -40,6 +40,19 @@ static inline void _mring_unmap(void *map, size_t len)
 }
 #endif
 
+/*
+ * Test builds only (tests/test_hparams_torn.c, MRING_READ_TESTPOINTS): a
+ * call inside a reader's copy of a latched area, where the test lets the
+ * writer run, so that a copy overwritten mid-read is made on purpose.
+ */
+#ifdef MRING_READ_TESTPOINTS
+void __mring_read_testpoint(void);
+#else
+static inline void __mring_read_testpoint(void)
+{
+}
+#endif
+
 /* Segment geometry derived from a capacity and a metric count. */
 struct _mring_geom {
 	uint64_t metrics_offset;

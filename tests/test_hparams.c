@@ -3,7 +3,9 @@
  * test_hparams.c - the run's hyperparameters (src/hparams.c, src/json.c):
  * exactly one JSON object gets in, readers get it back byte for byte,
  * a replacement is never seen half done, and an untrusted segment's text
- * is checked again on the way out.
+ * is checked again on the way out.  (The race below, across processes,
+ * rarely lands a writer inside a reader's copy; test_hparams_torn.c does
+ * it every time.)
  */
 #include <fcntl.h>
 #include <stddef.h>

@@ -283,7 +283,7 @@ static PyObject *harvest_get(WriterObject *self)
 	Py_DECREF(mod);
 	if (!cls)
 		return NULL;
-	self->harvest = PyObject_CallOneArg(cls, (PyObject *)self);
+	self->harvest = PyObject_CallNoArgs(cls);
 	Py_DECREF(cls);
 	return self->harvest;
 }
@@ -299,8 +299,8 @@ static PyObject *harvest_log(WriterObject *wr, int id, PyObject *value, double w
 	if (!h)
 		return NULL;
 	if (weighted)
-		return PyObject_CallMethod(h, "log", "iOd", id, value, wt);
-	return PyObject_CallMethod(h, "log", "iOO", id, value, Py_None);
+		return PyObject_CallMethod(h, "log", "OiOd", (PyObject *)wr, id, value, wt);
+	return PyObject_CallMethod(h, "log", "OiOO", (PyObject *)wr, id, value, Py_None);
 }
 
 /* Same, for a value already converted. */
@@ -322,7 +322,7 @@ static int harvest_flush(WriterObject *self)
 
 	if (!self->harvest)
 		return 0;
-	r = PyObject_CallMethod(self->harvest, "flush", NULL);
+	r = PyObject_CallMethod(self->harvest, "flush", "O", (PyObject *)self);
 	Py_XDECREF(r);
 	return r ? 0 : -1;
 }
@@ -504,8 +504,23 @@ static int Writer_clear(WriterObject *self)
 	return 0;
 }
 
+/* A Writer dropped without close(): what waits for the device first. */
+static void Writer_finalize(WriterObject *self)
+{
+	PyObject *t, *v, *tb;
+
+	if (!self->w || !self->harvest || !self->deferred || self->busy)
+		return;
+	PyErr_Fetch(&t, &v, &tb);
+	if (harvest_flush(self) < 0)
+		PyErr_WriteUnraisable((PyObject *)self);
+	PyErr_Restore(t, v, tb);
+}
+
 static void Writer_dealloc(WriterObject *self)
 {
+	if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
+		return;		/* resurrected by the finalizer */
 	PyObject_GC_UnTrack(self);
 	if (!self->busy)
 		(void)writer_close(self);
@@ -740,12 +755,11 @@ static inline int do_step(WriterObject *self, unsigned long long step)
 /* A step while the harvester holds work: it waits its turn there. */
 static PyObject *harvest_step(WriterObject *self, unsigned long long step)
 {
-	PyObject *r = PyObject_CallMethod(self->harvest, "step", "K", step);
+	PyObject *r = PyObject_CallMethod(self->harvest, "step", "OK", (PyObject *)self, step);
 
-	if (r) {
-		self->has_step = 1;
-		self->last_step = step;
-	}
+	/* queued even when it raised (a failed copy of the step that ended) */
+	self->has_step = 1;
+	self->last_step = step;
 	return r;
 }
 
@@ -813,8 +827,8 @@ static PyObject *Writer_flush(WriterObject *self, PyObject *args, PyObject *kw)
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|$p", kwlist, &wait))
 		return NULL;
 	if (self->harvest && writer_usable(self, "flush")) {
-		PyObject *r = wait ? PyObject_CallMethod(self->harvest, "flush", NULL) :
-			      PyObject_CallMethod(self->harvest, "poll", NULL);
+		PyObject *r = PyObject_CallMethod(self->harvest, wait ? "flush" : "poll", "O",
+						  (PyObject *)self);
 
 		if (!r)
 			return NULL;
@@ -922,7 +936,8 @@ static PyObject *Writer_log(WriterObject *self, PyObject *const *args,
 	PyObject *metrics, *step_o = Py_None, *key, *val;
 	double stackbuf[32], *vals = stackbuf;
 	MetricObject *stackm[32], **ms = stackm;
-	PyObject *stackd[32], **devs = stackd;	/* borrowed: device tensors */
+	PyObject *stackd[32], **devs = stackd;	/* owned: device tensors */
+	Py_ssize_t ndevs = 0;			/* entries of devs[] set */
 	unsigned long long step = 0;
 	Py_ssize_t n, pos = 0, i = 0, k;
 	PyObject *ret = NULL;
@@ -962,6 +977,8 @@ static PyObject *Writer_log(WriterObject *self, PyObject *const *args,
 	}
 	/* pass 1: convert every value; nothing logged on error */
 	while (PyDict_Next(metrics, &pos, &key, &val)) {
+		if (i >= n)
+			goto changed;	/* a value's __float__ grew the dict */
 		if (PyDict_Check(val)) {
 			PyErr_Format(PyExc_TypeError,
 				     "log(): nested dictionaries cannot be logged (%R)", key);
@@ -970,8 +987,19 @@ static PyObject *Writer_log(WriterObject *self, PyObject *const *args,
 		rc = on_device(val);
 		if (rc < 0)
 			goto out;
-		devs[i] = rc ? val : NULL;
+		devs[i] = NULL;
+		ndevs = i + 1;
 		if (rc) {
+			/* refused here, so that a bad one logs nothing */
+			PyObject *h = harvest_get(self), *r;
+
+			r = h ? PyObject_CallMethod(h, "check", "O", val) : NULL;
+			if (!r)
+				goto out;
+			Py_DECREF(r);
+			/* owned: user code (a later value's __float__) may
+			 * replace it in the dict */
+			devs[i] = Py_NewRef(val);
 			vals[i++] = 0.0;	/* read when the device is done */
 			continue;
 		}
@@ -991,10 +1019,16 @@ static PyObject *Writer_log(WriterObject *self, PyObject *const *args,
 		i++;
 	}
 	/* pass 2: names (registered on first use) */
+	if (i != n || PyDict_GET_SIZE(metrics) != n)
+		goto changed;
 	pos = 0;
 	i = 0;
 	while (PyDict_Next(metrics, &pos, &key, &val)) {
-		MetricObject *m = (MetricObject *)PyDict_GetItemWithError(self->names, key);
+		MetricObject *m;
+
+		if (i >= n)
+			goto changed;
+		m = (MetricObject *)PyDict_GetItemWithError(self->names, key);
 		if (!m) {
 			if (PyErr_Occurred())
 				goto out;
@@ -1036,6 +1070,8 @@ static PyObject *Writer_log(WriterObject *self, PyObject *const *args,
 	Py_INCREF(Py_None);
 	ret = Py_None;
 out:
+	for (k = 0; k < ndevs; k++)
+		Py_XDECREF(devs[k]);
 	if (vals != stackbuf)
 		PyMem_Free(vals);
 	if (ms != stackm)
@@ -1043,6 +1079,9 @@ out:
 	if (devs != stackd)
 		PyMem_Free(devs);
 	return ret;
+changed:
+	PyErr_SetString(PyExc_RuntimeError, "log(): the dict changed size during the call");
+	goto out;
 usage:
 	PyErr_SetString(PyExc_TypeError, "log(metrics, step=None)");
 	return NULL;
@@ -1226,6 +1265,7 @@ static PyTypeObject WriterType = {
 	.tp_name = "mring.Writer",
 	.tp_basicsize = sizeof(WriterObject),
 	.tp_dealloc = (destructor)Writer_dealloc,
+	.tp_finalize = (destructor)Writer_finalize,
 	.tp_repr = (reprfunc)Writer_repr,
 	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
 	.tp_traverse = (traverseproc)Writer_traverse,

@@ -6,9 +6,10 @@ until the GPU has finished everything queued before it.  The binding
 (python/_mring.c) hands every tensor that is not on the CPU to the
 writer's Harvest instead of reading it:
 
-- each tensor logged is copied on the device as float64 (detached: no
-  autograd; one small asynchronous kernel), so that what is logged is its
-  value at the log() call even if the caller changes it in place later;
+- each tensor logged is copied on the device as float64 (float32 where
+  the device has no float64; detached: no autograd; one small asynchronous
+  kernel on the caller's stream), so that what is logged is its value at
+  the log() call even if the caller changes it in place later;
 - when the step ends (the next ``step()``, ``epoch_end()``, ``flush()`` or
   ``close()``), the Device starts moving them to the host: one stack per
   device, one ``non_blocking`` copy into pinned host memory, one CUDA
@@ -31,8 +32,9 @@ LOST event where they would have been, ``status()["dropped"]``);
 ``"overwrite"`` drops the oldest pending step's, counted in
 ``Harvest.dropped`` only.
 
-The Device interface (start, done, wait, values) is all that touches the
-device; tests replace it (``use_device``) to make values arrive late.
+The Device interface (hold, start, done, wait, values) is all that
+touches the device; tests replace it (``use_device``) to make values
+arrive late.
 """
 import collections as _collections
 import time as _time
@@ -62,25 +64,40 @@ class TorchDevice:
     def __init__(self):
         import torch
         self.torch = torch
-        self.dtype = torch.float64
 
-    def start(self, tensors):
-        """Begin moving ``tensors`` (one element each) to the host; a handle."""
+    def hold(self, x):
+        """A copy of the one-element tensor ``x`` as it is now, made on the
+        device in the caller's stream order (nothing waits), and that stream."""
+        torch = self.torch
+        kind = x.device.type
+        # float64 where the device has it (MPS has not)
+        dtype = torch.float64 if kind in ("cuda", "cpu") else torch.float32
+        copy = x.reshape(()).to(dtype, copy=True)
+        return copy, (torch.cuda.current_stream(x.device) if kind == "cuda" else None)
+
+    def start(self, held):
+        """Begin moving the ``held`` values (hold()) to the host; a handle."""
         torch = self.torch
         groups = {}
-        for i, x in enumerate(tensors):
+        for i, (x, _) in enumerate(held):
             groups.setdefault(x.device, []).append(i)
         parts = []
         for dev, idx in groups.items():
-            vals = torch.stack([tensors[i] for i in idx])
             event = None
             if dev.type == "cuda":
-                host = torch.empty(len(idx), dtype=torch.float64, pin_memory=True)
+                stream = torch.cuda.current_stream(dev)
+                for i in idx:         # values copied on another stream
+                    x, s = held[i]
+                    if s is not None and s != stream:
+                        stream.wait_stream(s)
+                        x.record_stream(stream)
+                vals = torch.stack([held[i][0] for i in idx])
+                host = torch.empty(len(idx), dtype=vals.dtype, pin_memory=True)
                 host.copy_(vals, non_blocking=True)
                 event = torch.cuda.Event()
-                event.record(torch.cuda.current_stream(dev))
+                event.record(stream)
             else:
-                host = vals
+                host = torch.stack([held[i][0] for i in idx])
             parts.append((idx, host, event))
         return parts
 
@@ -117,10 +134,11 @@ class _Batch:
 
 class Harvest:
     """One per Writer, made by the binding when the first device tensor is
-    logged.  Called on the writer's thread only."""
+    logged; the binding passes the Writer to every call (the harvester
+    keeps no reference to it: a Writer dropped without close() is still
+    freed, and flushed first).  Called on the writer's thread only."""
 
-    def __init__(self, writer):
-        self.w = writer
+    def __init__(self):
         self.device = _device_factory() if _device_factory else TorchDevice()
         self.ops = _collections.deque()
         self.batch = None            # the step under way's device tensors
@@ -128,71 +146,94 @@ class Harvest:
         self.dropped = 0             # device values dropped (max_pending)
 
     # -- from the binding --------------------------------------------
-    def log(self, mid, value, weight):
+    @staticmethod
+    def check(value):
+        """What log() refuses of a device tensor, checked before anything
+        of a w.log(dict) call is logged (metadata only: no sync)."""
+        n = value.numel()
+        if n != 1:
+            raise ValueError("mring: log() takes a 0-d or 1-element tensor, not %d "
+                             "elements" % n)
+        if value.is_complex():
+            raise TypeError("mring: a metric value must be a real number, not a complex "
+                            "tensor")
+
+    def log(self, w, mid, value, weight):
         if isinstance(value, float):
             self.ops.append((_VAL, mid, value, weight))
             return
         x = value.detach()
-        if x.numel() != 1:
-            raise ValueError("mring: log() takes a 0-d or 1-element tensor, not %d elements"
-                             % x.numel())
-        if x.is_complex():
-            raise TypeError("mring: a metric value must be a real number, not a complex "
-                            "tensor")
+        self.check(x)
         # a copy on the device, in the caller's stream order: an in-place
         # change after this call (running sums) does not alter the value
-        x = x.reshape(()).to(self.device.dtype, copy=True)
+        held = self.device.hold(x)
         b = self.batch
         if b is None:
             b = self.batch = _Batch()
         self.ops.append((_DEV, mid, b, len(b.tensors), weight))
-        b.tensors.append(x)
-        self.w._set_deferred(True)
+        b.tensors.append(held)
+        w._set_deferred(True)
         if len(b.tensors) >= BATCH_MAX:
-            self._seal()
-            self._harvest(False)
+            self._seal(w, True)
+            self._harvest(w, False)
 
-    def step(self, step):
-        self._seal()
-        self.ops.append((_STEP, step, _time.time_ns()))
-        self._harvest(False)
+    def step(self, w, step):
+        now = _time.time_ns()        # the call's time, not after a wait
+        try:
+            self._seal(w, True)
+        finally:                     # the step happens even if its copy failed
+            self.ops.append((_STEP, step, now))
+        self._harvest(w, False)
 
-    def flush(self):
-        """Everything into the ring, waiting for the device if need be."""
-        self._seal()
-        self._harvest(True)
+    def flush(self, w):
+        """Everything into the ring, waiting for the device if need be (the
+        bound does not apply: everything is waited for now)."""
+        self._seal(w, False)
+        self._harvest(w, True)
 
-    def poll(self):
+    def poll(self, w):
         """What the device has finished, into the ring; never waits.  The
         step under way stays open."""
-        self._harvest(False)
+        self._harvest(w, False)
 
     @property
     def pending_steps(self):
         return len(self.sealed) + (self.batch is not None)
 
     # -- inside --------------------------------------------------------
-    def _seal(self):
+    def _seal(self, w, bounded):
+        """Send the open batch on (the step ended)."""
         b = self.batch
         if b is None:
             return
-        self.batch = None
-        b.n = len(b.tensors)
-        if len(self.sealed) >= self.w.max_pending:
-            if self.w.on_full == "wait":
+        self._harvest(w, False)      # what has arrived frees its place first
+        if bounded and len(self.sealed) >= w.max_pending:
+            if w.on_full == "wait":
                 self._ready(self.sealed[0], True)   # waits for the oldest
-                self._harvest(False)
-            elif self.w.on_full == "drop":
-                b.dropped = True      # the new step's, as a full ring drops
-                b.tensors = None
+                self._harvest(w, False)
+            elif w.on_full == "drop":
+                self._give_up(b)      # the new step's, as a full ring drops
                 return
             else:                     # overwrite: the oldest waiting step's
                 old = self.sealed.popleft()
                 old.dropped = True
                 old.handle = None
-        b.handle = self.device.start(b.tensors)
+        try:
+            handle = self.device.start(b.tensors)
+        except BaseException:
+            self._give_up(b)          # counted as dropped; the queue moves on
+            raise
+        self.batch = None
+        b.n = len(b.tensors)
+        b.handle = handle
         b.tensors = None
         self.sealed.append(b)
+
+    def _give_up(self, b):
+        self.batch = None
+        b.n = len(b.tensors)
+        b.tensors = None
+        b.dropped = True
 
     def _ready(self, b, wait):
         """Batch @b's values are here (reading them if they just came)."""
@@ -210,16 +251,19 @@ class Harvest:
             self.sealed.popleft()
         return True
 
-    def _harvest(self, wait):
+    def _harvest(self, w, wait):
         """Emit the queue's head while it is ready; with @wait, wait for
-        the device as long as anything is queued."""
-        ops, w = self.ops, self.w
+        the device as long as anything is queued.  Each op leaves the
+        queue before it is written, so an interrupt (Ctrl-C while a WAIT
+        mode ring is full) never writes it twice."""
+        ops = self.ops
         while ops:
             op = ops[0]
             if op[0] == _DEV:
                 b = op[2]
                 if not self._ready(b, wait):
                     break
+                ops.popleft()
                 if b.dropped:
                     self.dropped += 1
                     if w.on_full == "drop":
@@ -227,9 +271,10 @@ class Harvest:
                 else:
                     w._raw_log(op[1], b.values[op[3]], op[4])
             elif op[0] == _VAL:
+                ops.popleft()
                 w._raw_log(op[1], op[2], op[3])
             else:
+                ops.popleft()
                 w._raw_step(op[1], op[2])
-            ops.popleft()
         if not ops and self.batch is None:
             w._set_deferred(False)

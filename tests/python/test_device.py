@@ -7,6 +7,7 @@ half: its "copies" complete only when the test says so, as a GPU's would
 complete later, and it fails the test if a value is read before its copy
 completed without a wait (a host sync) having been asked for.
 """
+import gc
 import os
 import signal
 import subprocess
@@ -29,10 +30,12 @@ class LateDevice:
 
     def __init__(self):
         self.inner = device.TorchDevice()
-        self.dtype = self.inner.dtype
         self.started = []          # handles, oldest first
         self.done_upto = 0         # handles [0, done_upto) have completed
         self.waits = 0
+
+    def hold(self, x):
+        return self.inner.hold(x)
 
     def start(self, tensors):
         h = {"i": len(self.started), "inner": self.inner.start(tensors)}
@@ -187,8 +190,8 @@ def test_max_pending_overwrite_drops_the_oldest(late):
         w.step(s)
         m.log(torch.tensor(float(s)))
     late.complete()
-    w.close()
-    assert values(events("d6"), "x") == [(3, 3.0), (4, 4.0)]
+    w.close()               # close() waits for all, beyond the bound
+    assert values(events("d6"), "x") == [(2, 2.0), (3, 3.0), (4, 4.0)]
 
 
 def test_a_crash_loses_only_the_steps_still_on_the_device(tmp_path):
@@ -333,3 +336,138 @@ def test_torch_compile_sees_one_graph_break():
     assert out.tolist() == [3.0, 3.0, 3.0]
     w.close()
     assert values(events("d10"), "x") == [(0, 6.0)]
+
+
+# -- found in review: each of these failed before its fix ----------------
+
+def test_a_value_replaced_in_the_dict_by_a_later_conversion_is_safe(late):
+    w = mring.Writer("r1", capacity=1 << 12)
+    d = {}
+
+    class Evil:
+        def __float__(self):
+            d["a"] = 5.0            # drops the dict's reference to the tensor
+            return 1.0
+
+    d["a"] = torch.tensor(3.0) + 0
+    d["b"] = Evil()
+    w.log(d, step=0)
+    late.complete()
+    w.close()
+    evs = events("r1")
+    assert values(evs, "a") == [(0, 3.0)] and values(evs, "b") == [(0, 1.0)]
+
+
+def test_a_failed_copy_is_counted_and_the_queue_moves_on(late):
+    w = mring.Writer("r2", capacity=1 << 12)
+    m = w.metric("x")
+    f = w.metric("f")
+    start = late.start
+    fail = [True]
+
+    def start_once_failing(tensors):
+        if fail[0]:
+            fail[0] = False
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return start(tensors)
+
+    late.start = start_once_failing
+    w.step(0)
+    m.log(torch.tensor(0.0))
+    f.log(0.0)
+    with pytest.raises(RuntimeError, match="simulated"):
+        w.step(1)
+    m.log(torch.tensor(1.0))
+    f.log(1.0)
+    late.complete()
+    w.epoch_end()
+    w.close()
+    evs = events("r2")
+    assert values(evs, "x") == [(1, 1.0)]          # step 0's copy failed
+    assert values(evs, "f") == [(0, 0.0), (1, 1.0)]
+    assert sum(e[4] for e in evs if e[0] == "lost") == 1
+    assert [e[0] for e in evs].count("epoch_end") == 1
+
+
+def test_the_bound_counts_only_what_has_not_arrived(late):
+    for mode in ("drop", "overwrite", "wait"):
+        w = mring.Writer("r3" + mode, capacity=1 << 12, on_full=mode, max_pending=1)
+        m = w.metric("x")
+        before = late.waits
+        for s in range(6):
+            w.step(s)
+            m.log(torch.tensor(float(s)))
+            late.complete()          # the device keeps up, one step behind
+        waits = late.waits - before
+        w.close()
+        assert values(events("r3" + mode), "x") == [(s, float(s)) for s in range(6)], mode
+        assert waits == 0, (mode, waits)
+
+
+def test_flush_and_epoch_end_wait_beyond_the_bound(late):
+    w = mring.Writer("r4", capacity=1 << 12, on_full="drop", max_pending=2)
+    m = w.metric("x", on_step=True, on_epoch=True)
+    for s in range(2):
+        w.step(s)
+        m.log(torch.tensor(float(s)))
+    w.step(2)
+    m.log(torch.tensor(2.0))             # two wait, the third is open
+    w.epoch_end()                        # waits for all three
+    w.close()
+    evs = events("r4")
+    assert values(evs, "x") == [(0, 0.0), (1, 1.0), (2, 2.0)]
+    assert [e[4] for e in evs if e[0] == "epoch_value"] == [1.0]
+    assert not any(e[0] == "lost" for e in evs)
+
+
+def test_a_writer_dropped_without_close_is_flushed_and_closed(late):
+    w = mring.Writer("r5", capacity=1 << 12)
+    m = w.metric("x")
+    f = w.metric("f")
+    for s in range(3):
+        w.step(s)
+        m.log(torch.tensor(float(s)))
+        f.log(float(s))
+    late.complete()
+    del w, m, f
+    gc.collect()                         # (metrics and writer refer to each other)
+    with mring.Reader("r5") as r:
+        st = r.status()
+        assert st["closed"] and not st["alive"], st
+    evs = events("r5")
+    assert values(evs, "x") == [(s, float(s)) for s in range(3)]
+    assert values(evs, "f") == [(s, float(s)) for s in range(3)]
+
+
+def test_a_bad_tensor_in_a_dict_logs_nothing(late):
+    w = mring.Writer("r6", capacity=1 << 12)
+    with pytest.raises(ValueError, match="0-d or 1-element"):
+        w.log({"a": 1.0, "b": torch.tensor([1.0, 2.0])}, step=5)
+    with pytest.raises(TypeError, match="complex"):
+        w.log({"a": 1.0, "b": torch.tensor(1 + 1j)}, step=5)
+    w.close()
+    evs = events("r6")
+    assert not any(e[0] in ("step", "value") for e in evs), evs
+
+
+def test_a_step_keeps_its_call_time_when_the_bound_makes_it_wait(late):
+    w = mring.Writer("r7", capacity=1 << 12, on_full="wait", max_pending=1)
+    m = w.metric("x")
+    wait = late.wait
+
+    def slow_wait(h):
+        time.sleep(0.2)
+        wait(h)
+
+    late.wait = slow_wait
+    w.step(0)
+    m.log(torch.tensor(0.0))
+    w.step(1)
+    m.log(torch.tensor(1.0))
+    t0 = time.time_ns()
+    w.step(2)                            # waits for step 0's copy
+    assert time.time_ns() - t0 >= 0.2e9
+    late.complete()
+    w.close()
+    wall = {e[2]: e[5] for e in events("r7") if e[0] == "step"}
+    assert t0 <= wall[2] <= t0 + 0.1e9, (wall[2] - t0) / 1e9

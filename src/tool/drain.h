@@ -87,6 +87,11 @@ struct xepoch {
 	uint32_t epoch;
 	uint64_t step;		/* the latest last step among the ranks */
 	int done;		/* segments that ended this epoch */
+	/*
+	 * A rank lost records before ending it: a metric not every rank
+	 * gave a value for may lack a lost one, so it is incomplete (NaN).
+	 */
+	bool lossy;
 	int n;
 	struct xmetric *m;
 };
@@ -110,6 +115,7 @@ struct seg {
 	struct keyset hfkeys;	/* the hf names, unique within the segment too */
 	struct pending step_row, epoch_row;
 	struct window win;
+	bool lost_in_epoch;	/* --reduce-ranks: a LOST since its last EPOCH_END */
 	int stash_id;		/* --reduce-ranks: a MEAN epoch value waiting */
 	double stash_value;	/* for its weight record; -1: none */
 	uint64_t events, lost;	/* taken */

@@ -121,7 +121,8 @@ static int xepoch_emit(struct drain *d, struct xepoch *x)
 	if (keys && vals) {
 		for (int i = 0; i < x->n; i++) {
 			keys[i] = x->m[i].name;
-			vals[i] = xvalue(&x->m[i]);
+			vals[i] = x->lossy && x->m[i].n < (uint64_t)d->nsegs ? NAN :
+				  xvalue(&x->m[i]);
 		}
 		ret = x->n ? emit(d, &r) : 0;
 	}
@@ -147,6 +148,8 @@ int take_reduce(struct drain *d, struct seg *g, const struct mring_event *ev)
 	struct xepoch *x;
 	int ret = 0;
 
+	if (ev->kind == MRING_EV_LOST)
+		g->lost_in_epoch = true;	/* its epoch's records may be among them */
 	if (ev->kind == MRING_EV_EPOCH_WEIGHT && g->stash_id == ev->metric) {
 		g->stash_id = -1;
 		return xfold(d, g, ev, ev->metric, g->stash_value, ev->value, false);
@@ -167,6 +170,8 @@ int take_reduce(struct drain *d, struct seg *g, const struct mring_event *ev)
 		return -ENOMEM;
 	if (ev->step > x->step)
 		x->step = ev->step;
+	x->lossy |= g->lost_in_epoch;
+	g->lost_in_epoch = false;
 	return ++x->done == d->nsegs ? xepoch_emit(d, x) : 0;
 }
 
@@ -177,7 +182,8 @@ void xstate_save(FILE *f, const struct drain *d)
 
 		if (!x->used)
 			continue;
-		fprintf(f, "xepoch %u %llu %d\n", x->epoch, (unsigned long long)x->step, x->done);
+		fprintf(f, "xepoch %u %llu %d %d\n", x->epoch, (unsigned long long)x->step,
+			x->done, x->lossy ? 1 : 0);
 		for (int k = 0; k < x->n; k++) {
 			const struct xmetric *m = &x->m[k];
 
@@ -186,10 +192,13 @@ void xstate_save(FILE *f, const struct drain *d)
 				m->incomplete, m->name);
 		}
 	}
-	for (int i = 0; i < d->nsegs; i++)
+	for (int i = 0; i < d->nsegs; i++) {
 		if (d->segs[i].stash_id >= 0)
 			fprintf(f, "xstash %d %a | %s\n", d->segs[i].stash_id,
 				d->segs[i].stash_value, d->segs[i].path);
+		if (d->segs[i].lost_in_epoch)
+			fprintf(f, "xlost | %s\n", d->segs[i].path);
+	}
 }
 
 int xstate_load(struct drain *d, const char *line)
@@ -207,7 +216,13 @@ int xstate_load(struct drain *d, const char *line)
 			d->state_path);
 		return -EINVAL;
 	}
-	if (sscanf(line, "xepoch %u %llu %d", &epoch, &step, &done) == 3) {
+	if (sscanf(line, "xepoch %u %llu %d%n", &epoch, &step, &done, &pos) == 3) {
+		int lossy = 0;
+
+		/* an older state has no lossy flag: 0 */
+		if (line[pos] && (sscanf(line + pos, " %d", &lossy) != 1 ||
+				  (lossy != 0 && lossy != 1)))
+			return -EBADMSG;
 		if (done < 0 || done >= d->nsegs)
 			return -EBADMSG;
 		x = xepoch_get(d, epoch);
@@ -215,6 +230,15 @@ int xstate_load(struct drain *d, const char *line)
 			return -ENOMEM;
 		x->step = step;
 		x->done = done;
+		x->lossy = lossy;
+		return 0;
+	}
+	pos = 0;
+	if (!strncmp(line, "xlost | ", 8)) {
+		struct seg *g = seg_by_path(d, line + 8);
+
+		if (g)
+			g->lost_in_epoch = true;
 		return 0;
 	}
 	if (sscanf(line, "xm %u %u %la %la %la %la %la %llu %d %n", &epoch, &flags, &vw, &w,

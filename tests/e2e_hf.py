@@ -274,6 +274,99 @@ def test_a_symlink_planted_in_the_directory_is_never_followed(env):
     assert [h["step"] for h in hist if "loss" in h] == [0, 1, 2], hist
 
 
+def test_hf_steps_count_from_one_and_sparse_logging_keeps_true_epochs(env):
+    # HF's global_step counts from 1; logging_steps=3 does not divide the
+    # 10-step epoch; no metric is ON_EPOCH, so no epoch row marks the end
+    p = env.script("sp")
+    loss = p.metric("loss", "step")
+    for e in range(2):
+        for s in range(e * 10 + 3, e * 10 + 11, 3):
+            p.do("step %d" % s)
+            p.do("log %d %d" % (loss, s))
+        p.do("step %d" % (e * 10 + 10))     # MringCallback steps to global_step
+        p.do("epoch")
+    p.close()
+    r = env.run("--hf", env.path("out"), "sp")
+    assert r.returncode == 0, r.stderr
+    st = load(env.path("out", "trainer_state.json"))
+    got = [(h["step"], h["epoch"]) for h in st["log_history"] if "loss" in h]
+    want = [(3, 0.3), (6, 0.6), (9, 0.9), (13, 1.3), (16, 1.6), (19, 1.9)]
+    assert len(got) == len(want) and all(
+        g[0] == w[0] and abs(g[1] - w[1]) < 1e-12 for g, w in zip(got, want)), got
+    assert st["logging_steps"] == 3, st["logging_steps"]
+    # HF's global_step and epoch at the end: the last epoch ended at step 20
+    assert st["epoch"] == 2.0 and st["global_step"] == 20, (st["epoch"], st["global_step"])
+    final = st["log_history"][-1]
+    assert final["step"] == 20 and final["epoch"] == 2.0 and "train_runtime" in final, final
+    # every step logged, from 1: 0.1 ... 1.0 as HF writes them
+    p = env.script("one")
+    loss = p.metric("loss", "step")
+    for s in range(1, 11):
+        p.do("step %d" % s)
+        p.do("log %d %d" % (loss, s))
+    p.do("epoch")
+    p.close()
+    r = env.run("--hf", env.path("out1"), "one")
+    assert r.returncode == 0, r.stderr
+    got = [h["epoch"] for h in load(env.path("out1", "trainer_state.json"))["log_history"]
+           if "loss" in h]
+    assert all(abs(g - s / 10) < 1e-12 for g, s in zip(got, range(1, 11))), got
+
+
+def test_a_drain_killed_in_its_first_commit_restarts(env):
+    lightning_run(env, "kc", steps=3)
+    out = env.path("out")
+    # what a drain killed between its first rewrite and its first state
+    # leaves: an empty rows file of ours and a trainer_state.json
+    os.mkdir(out)
+    open(os.path.join(out, ".mring-hf-rows.jsonl"), "w").close()
+    with open(os.path.join(out, "trainer_state.json"), "w") as f:
+        f.write('{"log_history": []}\n')
+    r = env.run("--hf", out, "kc")
+    assert r.returncode == 0, r.stderr
+    hist = load(os.path.join(out, "trainer_state.json"))["log_history"]
+    assert [h["step"] for h in hist if "loss" in h] == [0, 1, 2], hist
+    # somebody else's trainer_state.json alone: refused, nothing created
+    lightning_run(env, "kd", steps=3)
+    other = env.path("other")
+    os.mkdir(other)
+    with open(os.path.join(other, "trainer_state.json"), "w") as f:
+        f.write("{}\n")
+    r = env.run("--hf", other, "kd")
+    assert r.returncode == 2 and "output exists" in r.stderr, r.stderr
+    assert sorted(os.listdir(other)) == ["trainer_state.json"], os.listdir(other)
+
+
+def test_a_following_drain_rewrites_a_put_off_history_when_idle(env):
+    p = env.script("fo", cap=1 << 16)
+    m = p.metric("loss", "step")
+    out = env.path("out")
+    d = subprocess.Popen([ARGS.mring, "drain", "--follow", "--flush-ms", "0", "--hf", out,
+                          "fo"], env=env.env, stderr=subprocess.PIPE, text=True)
+    env.procs.append(d)
+
+    def global_step(want, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                st = load(os.path.join(out, "trainer_state.json"))
+                if st["global_step"] == want:
+                    return True
+            except (OSError, ValueError, AssertionError):
+                pass                      # not written yet
+            time.sleep(0.05)
+        return False
+
+    # many rows fast (rewrites get put off), then one more and silence
+    p.do("steps 0 20000 %d" % m)
+    p.do("step 20000")
+    p.do("log %d 1.5" % m)
+    p.do("step 20001")                  # step 20000's row is complete
+    assert global_step(20000), "trainer_state.json never showed step 20000 while idle"
+    p.close()
+    d.wait(timeout=30)
+
+
 def test_a_restarted_drain_continues_the_same_history(env):
     p = env.script("rs", cap=1 << 14)
     m = p.metric("loss", "step")

@@ -115,7 +115,14 @@ class MringCallback:
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self._active(state):
-            self.writer.epoch_end()
+            w = self.writer
+            # the epoch ends at HF's global_step, which on_log may not have
+            # reached (logging_steps need not divide the epoch): step there,
+            # so that `mring drain --hf` sizes the epoch as HF does
+            gs = int(getattr(state, "global_step", 0) or 0)
+            if gs > w.current_step:
+                w.step(gs)
+            w.epoch_end()
         return None
 
     def on_train_end(self, args, state, control, **kwargs):

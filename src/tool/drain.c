@@ -563,6 +563,14 @@ static void progress_end(struct drain *d)
 	fputs("\r\033[K", stderr);	/* the summary line takes its place */
 }
 
+/* Nothing to read: a sink may finish work it put off (sink_hf.c's rewrite). */
+static void sinks_idle(struct drain *d)
+{
+	for (int i = 0; i < d->nouts; i++)
+		if (d->outs[i].s && d->outs[i].ops->idle)
+			d->outs[i].ops->idle(d->outs[i].s);
+}
+
 static int drain_loop(struct drain *d)
 {
 	struct clock c = { mono_ms(), mono_ms() };
@@ -610,8 +618,10 @@ static int drain_loop(struct drain *d)
 		/* hparams set while the rings are idle: commit them */
 		if (!d->dirty && hparams_changed(d))
 			d->dirty = true;
-		if (!d->dirty)
+		if (!d->dirty) {
+			sinks_idle(d);
 			nap_us(1000);
+		}
 	}
 	return 0;
 }

@@ -169,6 +169,26 @@ static int epoch_rows_flush(struct drain *d, struct seg *g)
 	return ret ? ret : pending_flush(d, g, &g->epoch_row, ROW_EPOCH);
 }
 
+/* An EPOCH_END: the epoch's rows, then the sinks that want to know. */
+static int epoch_ended(struct drain *d, struct seg *g, const struct mring_event *ev)
+{
+	int ret = epoch_rows_flush(d, g);
+
+	for (int i = 0; !ret && i < d->nouts; i++) {
+		struct out *o = &d->outs[i];
+
+		if (!o->ops->epoch_end)
+			continue;
+		ret = o->ops->epoch_end(o->s, g->rank, ev->epoch, ev->step);
+		if (ret < 0) {
+			fprintf(stderr, "mring drain: %s: %s\n", o->ops->path(o->s),
+				strerror(-ret));
+			d->failed = d->output_failed = true;
+		}
+	}
+	return ret;
+}
+
 static int take_lost(struct drain *d, struct seg *g, const struct mring_event *ev)
 {
 	struct row r = {
@@ -202,7 +222,7 @@ int take_event(struct drain *d, struct seg *g, const struct mring_event *ev)
 	}
 	/* the per-rank rows come first, then the cross-rank one */
 	if (d->reduce && ev->kind == MRING_EV_EPOCH_END) {
-		ret = epoch_rows_flush(d, g);
+		ret = epoch_ended(d, g, ev);
 		return ret ? ret : take_reduce(d, g, ev);
 	}
 	if (d->reduce) {
@@ -220,7 +240,7 @@ int take_event(struct drain *d, struct seg *g, const struct mring_event *ev)
 	case MRING_EV_EPOCH_VALUE:
 		return take_epoch_value(d, g, ev);
 	case MRING_EV_EPOCH_END:
-		return epoch_rows_flush(d, g);
+		return epoch_ended(d, g, ev);
 	case MRING_EV_LOST:
 		return take_lost(d, g, ev);
 	}

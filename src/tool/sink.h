@@ -189,6 +189,14 @@ struct sink_ops {
 	int (*hparams)(struct sink *s, const struct hparams *hp);
 	int (*hparams_end)(struct sink *s, bool success, double end_time);
 	bool end_always;	/* hparams_end also for a run without hparams */
+	/*
+	 * Optional.  @epoch_end: a segment ended an epoch at @step (also
+	 * when it had no epoch values, so no epoch row); goes out with the
+	 * next commit like a row.  @idle: the drain has nothing to read
+	 * (about every millisecond while it follows idle producers).
+	 */
+	int (*epoch_end)(struct sink *s, int32_t rank, uint32_t epoch, uint64_t step);
+	void (*idle)(struct sink *s);
 	void (*close)(struct sink *s);		/* frees; does not commit */
 };
 

@@ -71,7 +71,9 @@ struct sink {
 	bool any;		/* a row with values */
 	uint32_t last_e;	/* ... the last one's epoch and step */
 	uint64_t last_s;
-	uint64_t min_gap;	/* smallest step gap between rows, 0: none */
+	uint64_t min_gap;	/* smallest step gap between rows with a loss */
+	bool any_loss;
+	uint64_t last_loss_s;
 	double loss_sum;	/* finite "loss" values */
 	uint64_t loss_n;
 	/* kept in the drain state (extra) */
@@ -128,7 +130,7 @@ static bool line_parse(const char *p, size_t len, struct line *l)
 	return true;
 }
 
-/* The value of member "loss" in @l, if any and finite. */
+/* The value of member "loss" in @l, if it has one. */
 static bool line_loss(const struct line *l, double *v)
 {
 	const char *p = l->mem, *end = l->mem + l->mlen;
@@ -153,7 +155,7 @@ static bool line_loss(const struct line *l, double *v)
 			memcpy(tmp, val, n);
 			tmp[n] = '\0';
 			*v = strtod(tmp, NULL);
-			return isfinite(*v);
+			return true;
 		}
 		p = stop + 2;
 	}
@@ -213,22 +215,37 @@ static int note_row(struct sink *s, uint32_t e, uint64_t st, bool marker)
 		last->ended = true;
 		return 0;
 	}
-	if (s->any && st > s->last_s && (!s->min_gap || st - s->last_s < s->min_gap))
-		s->min_gap = st - s->last_s;
 	s->any = true;
 	s->last_e = e;
 	s->last_s = st;
 	return 0;
 }
 
-static int note_line(struct sink *s, const struct line *l)
+/*
+ * A training row's loss: the run's mean, and logging_steps (the smallest
+ * step gap between two of them: evaluation and loss rows do not count).
+ */
+static void note_loss(struct sink *s, uint64_t st, bool present, double v)
 {
-	double v;
-
-	if (l->mlen && line_loss(l, &v)) {
+	if (!present)
+		return;
+	if (isfinite(v)) {
 		s->loss_sum += v;
 		s->loss_n++;
 	}
+	if (s->any_loss && st > s->last_loss_s &&
+	    (!s->min_gap || st - s->last_loss_s < s->min_gap))
+		s->min_gap = st - s->last_loss_s;
+	s->any_loss = true;
+	s->last_loss_s = st;
+}
+
+static int note_line(struct sink *s, const struct line *l)
+{
+	double v = NAN;
+	bool has = l->mlen && line_loss(l, &v);
+
+	note_loss(s, l->s, has, v);
 	return note_row(s, l->e, l->s, !l->mlen);
 }
 
@@ -237,7 +254,10 @@ static double ep_before(const struct sink *s, size_t i)
 {
 	if (i > 0)
 		return (double)s->eps[i - 1].last;
-	return s->eps[i].e == 0 ? -1.0 : (double)s->eps[i].first - 1.0;
+	if (s->eps[i].e != 0)
+		return (double)s->eps[i].first - 1.0;	/* resumed in a new segment */
+	/* epoch 0: steps counted from 0 (a C loop), or from 1 (HF's global_step) */
+	return s->eps[i].first == 0 ? -1.0 : 0.0;
 }
 
 /* HF's fractional epoch of a row of epoch @e at step @st. */
@@ -260,6 +280,26 @@ static double epoch_of(struct sink *s, uint32_t e, uint64_t st)
 		frac = ((double)st - from) / len;
 	frac = frac < 0 ? 0 : frac > 1 ? 1 : frac;
 	return e + frac;
+}
+
+/* The run's global_step: its last row, or the end of its last epoch if later. */
+static uint64_t run_step(const struct sink *s)
+{
+	uint64_t st = s->any ? s->last_s : 0;
+
+	if (s->neps && s->eps[s->neps - 1].last > st)
+		st = s->eps[s->neps - 1].last;
+	return st;
+}
+
+/* HF's state.epoch: at run_step(); a whole number once an epoch has ended there. */
+static double run_epoch(struct sink *s)
+{
+	const struct ep *l = s->neps ? &s->eps[s->neps - 1] : NULL;
+
+	if (l && l->ended && (!s->any || l->last >= s->last_s))
+		return l->e + 1.0;
+	return s->any ? epoch_of(s, s->last_e, s->last_s) : 0.0;
 }
 
 /* ---- trainer_state.json ---- */
@@ -292,10 +332,10 @@ static void put_head(struct sink *s, struct buf *b)
 {
 	char gs[24];
 
-	snprintf(gs, sizeof(gs), "%llu", (unsigned long long)(s->any ? s->last_s : 0));
+	snprintf(gs, sizeof(gs), "%llu", (unsigned long long)run_step(s));
 	buf_puts(b, "{\n  \"best_global_step\": null,\n  \"best_metric\": null,\n"
 		 "  \"best_model_checkpoint\": null,\n  \"epoch\": ");
-	put_float(b, s->any ? epoch_of(s, s->last_e, s->last_s) : 0.0);
+	put_float(b, run_epoch(s));
 	buf_puts(b, ",\n");
 	put_hp(b, "eval_steps", s->hp[HP_EVAL], "null");
 	buf_fmt(b, "  \"global_step\": %s,\n", gs);
@@ -308,9 +348,10 @@ static void put_tail(struct sink *s, struct buf *b, bool any)
 	char gs[24], ls[24], ep[24];
 	bool max_given = *s->hp[HP_MAX_STEPS] && strtod(s->hp[HP_MAX_STEPS], NULL) > 0;
 
-	snprintf(gs, sizeof(gs), "%llu", (unsigned long long)(s->any ? s->last_s : 0));
+	snprintf(gs, sizeof(gs), "%llu", (unsigned long long)run_step(s));
 	snprintf(ls, sizeof(ls), "%llu", (unsigned long long)(s->min_gap ? s->min_gap : 1));
-	snprintf(ep, sizeof(ep), "%llu", (unsigned long long)(s->any ? s->last_e + 1ull : 0));
+	snprintf(ep, sizeof(ep), "%llu", (unsigned long long)(s->neps ?
+		 s->eps[s->neps - 1].e + 1ull : 0));
 	buf_puts(b, any ? "\n  ],\n" : "],\n");
 	put_hp(b, "logging_steps", s->hp[HP_LOGGING], ls);
 	put_hp(b, "max_steps", max_given ? s->hp[HP_MAX_STEPS] : "", gs);
@@ -500,17 +541,23 @@ static int open_files(struct sink *s, const struct sink_state *resume)
 	s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s->dirfd < 0)
 		return -errno;
-	ret = sink_lines_open(s->dirfd, ROWS_NAME, resume, &s->fd);
-	if (ret)
-		return ret;
 	if (!resume) {
 		struct stat js;
 
-		/* nor a trainer_state.json this drain did not write */
-		if (fstatat(s->dirfd, STATE_NAME, &js, AT_SYMLINK_NOFOLLOW) == 0)
+		/*
+		 * Nor a trainer_state.json this drain did not write.  One
+		 * next to our (empty) rows file is ours: a drain killed in
+		 * its first commit, before its state named the output, made
+		 * it.  Without the rows file it is somebody else's, and
+		 * nothing is created.
+		 */
+		if (fstatat(s->dirfd, STATE_NAME, &js, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    fstatat(s->dirfd, ROWS_NAME, &js, AT_SYMLINK_NOFOLLOW) < 0)
 			return -EEXIST;
-		return 0;
 	}
+	ret = sink_lines_open(s->dirfd, ROWS_NAME, resume, &s->fd);
+	if (ret || !resume)
+		return ret;
 	s->committed = resume->size;
 	ret = extra_load(s, resume->extra);
 	if (!ret)
@@ -561,6 +608,7 @@ static int hf_write(struct sink *s, const struct row *r)
 	struct buf *b = &s->out;
 	size_t start = b->len;
 	double loss = NAN;
+	bool has_loss = false;
 	int ret, n = 0;
 
 	if (r->rank > 0 || (r->kind != ROW_LOST && !r->hf))
@@ -573,8 +621,10 @@ static int hf_write(struct sink *s, const struct row *r)
 		buf_puts(b, ": ");
 		put_float(b, r->vals[i]);	/* HF's values are floats */
 		buf_puts(b, ", ");
-		if (!strcmp(r->hf[i], "loss"))
+		if (!strcmp(r->hf[i], "loss")) {
 			loss = r->vals[i];
+			has_loss = true;
+		}
 		n++;
 	}
 	if (r->kind == ROW_LOST) {
@@ -583,33 +633,21 @@ static int hf_write(struct sink *s, const struct row *r)
 		buf_puts(b, ", ");
 		n++;
 	}
-	if (n)
-		put_suffix(b, r->rank, r->epoch, r->step);
-	else
+	if (!n) {
 		b->len = start;
-	if (r->kind == ROW_EPOCH) {		/* the epoch ended here */
-		buf_putc(b, '{');
-		put_suffix(b, r->rank, r->epoch, r->step);
+		return 0;
 	}
+	put_suffix(b, r->rank, r->epoch, r->step);
 	if (b->oom) {
 		b->len = start;
 		return -ENOMEM;
 	}
-	if (n) {
-		ret = note_row(s, r->epoch, r->step, false);
-		if (!ret && isfinite(loss)) {
-			s->loss_sum += loss;
-			s->loss_n++;
-		}
-	} else {
-		ret = 0;
-	}
-	if (!ret && r->kind == ROW_EPOCH)
-		ret = note_row(s, r->epoch, r->step, true);
+	ret = note_row(s, r->epoch, r->step, false);
 	if (ret) {
 		b->len = start;
 		return ret;
 	}
+	note_loss(s, r->step, has_loss, loss);
 	if (r->wall_ns > 0) {
 		if (!s->first_wall || r->wall_ns < s->first_wall)
 			s->first_wall = r->wall_ns;
@@ -619,6 +657,32 @@ static int hf_write(struct sink *s, const struct row *r)
 	if (b->len >= BUF_FLUSH_AT)
 		return buf_drain(b, s->fd, &s->written, s->committed, false);
 	return 0;
+}
+
+/* A line without values: epoch @epoch ended at @step (sizes the epoch). */
+static int hf_epoch_end(struct sink *s, int32_t rank, uint32_t epoch, uint64_t step)
+{
+	struct buf *b = &s->out;
+	size_t start = b->len;
+	int ret;
+
+	if (rank > 0)
+		return 0;
+	buf_putc(b, '{');
+	put_suffix(b, rank, epoch, step);
+	ret = b->oom ? -ENOMEM : note_row(s, epoch, step, true);
+	if (ret) {
+		b->len = start;
+		return ret;
+	}
+	return b->len >= BUF_FLUSH_AT ? buf_drain(b, s->fd, &s->written, s->committed, false) : 0;
+}
+
+/* A rewrite the throttle put off, once the drain has nothing else to do. */
+static void hf_idle(struct sink *s)
+{
+	if (s->committed_once && maybe_render(s, false) < 0)
+		s->render_due = true;	/* tried again at the next chance */
 }
 
 static int hf_commit(struct sink *s, struct sink_state *st)
@@ -687,11 +751,14 @@ static int hf_end(struct sink *s, bool success, double end_time)
 	struct buf *b = &s->out;
 	size_t start = b->len;
 	double runtime = 0, batch;
+	uint64_t gs = run_step(s);
+	uint32_t e;
 	int ret;
 
 	(void)end_time;
 	if (!success || s->run_ended || !s->any)
 		return 0;
+	e = s->neps ? s->eps[s->neps - 1].e : s->last_e;
 	if (s->last_wall > s->first_wall)
 		runtime = round((double)(s->last_wall - s->first_wall) / 1e5) / 1e4;
 	buf_puts(b, "{\"total_flos\": 0.0, \"train_loss\": ");
@@ -701,17 +768,17 @@ static int hf_end(struct sink *s, bool success, double end_time)
 	batch = *s->hp[HP_BATCH] ? strtod(s->hp[HP_BATCH], NULL) : 0;
 	if (batch > 0 && runtime > 0) {
 		buf_puts(b, ", \"train_samples_per_second\": ");
-		put_float(b, round((double)s->last_s * batch / runtime * 1e3) / 1e3);
+		put_float(b, round((double)gs * batch / runtime * 1e3) / 1e3);
 	}
 	buf_puts(b, ", \"train_steps_per_second\": ");
-	put_float(b, runtime > 0 ? round((double)s->last_s / runtime * 1e3) / 1e3 : 0.0);
+	put_float(b, runtime > 0 ? round((double)gs / runtime * 1e3) / 1e3 : 0.0);
 	buf_puts(b, ", ");
-	put_suffix(b, -1, s->last_e, s->last_s);
+	put_suffix(b, -1, e, gs);
 	if (b->oom) {
 		b->len = start;
 		return -ENOMEM;
 	}
-	ret = note_row(s, s->last_e, s->last_s, false);
+	ret = note_row(s, e, gs, false);
 	if (ret) {
 		b->len = start;
 		return ret;
@@ -752,5 +819,7 @@ const struct sink_ops sink_hf_ops = {
 	.hparams = hf_hparams,
 	.hparams_end = hf_end,
 	.end_always = true,
+	.epoch_end = hf_epoch_end,
+	.idle = hf_idle,
 	.close = hf_close,
 };

@@ -74,6 +74,22 @@ def test_hf_callback_sequence():
     assert r.status()["closed"]
 
 
+def test_hf_callback_ends_an_epoch_at_hfs_global_step():
+    """logging_steps (3) need not divide the epoch (10 steps): the epoch
+    still ends at global_step 10, so `mring drain --hf` sizes it as HF."""
+    cb = MringCallback("hf-ep", capacity=1024)
+    state = types.SimpleNamespace(global_step=0, epoch=0.0, is_world_process_zero=True)
+    for gs in range(1, 11):
+        state.global_step = gs
+        if gs % 3 == 0:
+            cb.on_log(None, state, None, logs={"loss": float(gs)})
+    cb.on_epoch_end(None, state, None)
+    r = mring.Reader("hf-ep")
+    evs = [(e.kind, e.step) for e in r if e.kind in ("step", "epoch_end")]
+    assert evs == [("step", 3), ("step", 6), ("step", 9), ("step", 10), ("epoch_end", 10)], evs
+    cb.writer.close()
+
+
 def test_hf_callback_with_open_writer_and_world_zero():
     w = mring.Writer("hf2", capacity=64)
     cb = MringCallback(w, world_zero_only=True, log_epoch=True)

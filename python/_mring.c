@@ -190,13 +190,22 @@ static PyObject *tensor_item;	/* torch.Tensor.item, for the same reason */
 /* 1: torch.Tensor is known; 0: torch is not imported (no tensor exists) */
 static int find_tensor_type(void)
 {
-	PyObject *torch;
+	static Py_ssize_t modules_seen = -1;	/* sys.modules' size without torch */
+	PyObject *torch, *modules;
 
 	if (likely(tensor_type != NULL))
 		return 1;
+	/* importing torch adds dozens of modules: same size, still no torch */
+	modules = PyImport_GetModuleDict();
+	if (PyDict_Check(modules) && PyDict_GET_SIZE(modules) == modules_seen)
+		return 0;
 	torch = PyImport_GetModule(str_torch);
-	if (!torch)
-		return PyErr_Occurred() ? -1 : 0;
+	if (!torch) {
+		if (PyErr_Occurred())
+			return -1;
+		modules_seen = PyDict_Check(modules) ? PyDict_GET_SIZE(modules) : -1;
+		return 0;
+	}
 	tensor_type = PyObject_GetAttrString(torch, "Tensor");
 	Py_DECREF(torch);
 	if (tensor_type && !PyType_Check(tensor_type)) {

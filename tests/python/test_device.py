@@ -471,3 +471,39 @@ def test_a_step_keeps_its_call_time_when_the_bound_makes_it_wait(late):
     w.close()
     wall = {e[2]: e[5] for e in events("r7") if e[0] == "step"}
     assert t0 <= wall[2] <= t0 + 0.1e9, (wall[2] - t0) / 1e9
+
+
+def test_torch_imported_after_the_first_log_is_still_seen(tmp_path):
+    """The binding looks for torch in sys.modules only when it changed
+    size: a tensor logged after a late `import torch` still takes the
+    device path."""
+    code = textwrap.dedent("""
+        import sys
+        import mring
+        assert "torch" not in sys.modules
+        w = mring.Writer("late-import", capacity=1 << 12)
+        m = w.metric("x")
+
+        class F:
+            def __float__(self):
+                return 2.5
+
+        w.step(0)
+        m.log(F())                              # torch not imported yet
+        import torch
+        import mring._device as device
+        from mring import _mring
+        sys.path.insert(0, %r)
+        from test_device import LateDevice
+        dev = LateDevice()
+        device.use_device(lambda: dev)
+        _mring._route_all_tensors(True)
+        m.log(torch.tensor(3.5))
+        assert len(dev.started) == 0 and dev.waits == 0
+        w.close()                               # waits for it
+        assert dev.waits == 1, dev.waits
+    """ % os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-c", code], env=dict(os.environ),
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert values(events("late-import"), "x") == [(0, 2.5), (0, 3.5)]

@@ -91,7 +91,6 @@ struct wseg {
 	char *path;
 	const char *base;
 	struct mring_reader *r;
-	bool keep;		/* still matched at this poll */
 	dev_t dev;
 	ino_t ino;
 	off_t size;
@@ -192,7 +191,7 @@ static bool edge(struct watch *w, const struct wseg *s, bool *on, bool now, cons
 /* Forget all about the file at @s->path (it keeps its place in the set). */
 static void seg_close(struct wseg *s)
 {
-	struct wseg fresh = { .path = s->path, .base = s->base, .keep = s->keep };
+	struct wseg fresh = { .path = s->path, .base = s->base };
 
 	mring_reader_close(s->r);
 	free(s->m);
@@ -298,24 +297,20 @@ static void rescan(struct watch *w)
 
 	if (seglist_expand(&l, w->args, w->nargs) < 0)
 		memset(&l, 0, sizeof(l));
-	for (int i = 0; i < w->nsegs; i++)
-		w->segs[i].keep = false;
-	for (int k = 0; k < l.n; k++) {
-		struct wseg *s = seg_find_or_add(w, l.paths[k]);
-
-		if (s)
-			s->keep = true;
-	}
+	for (int k = 0; k < l.n; k++)
+		seg_find_or_add(w, l.paths[k]);	/* no memory: the next poll */
 	seglist_free(&l);
 	for (int i = 0; i < w->nsegs;) {
 		struct wseg *s = &w->segs[i];
 
 		/*
-		 * Not matched: gone, unless the expansion itself failed (glob
-		 * sees no directory without a free descriptor): a file that
-		 * is still there is still watched.
+		 * Gone: whether or not the expansion still listed it (a file
+		 * unlinked between the glob and here is gone, not replaced).
+		 * Not matched but still there: the expansion itself failed
+		 * (glob sees no directory without a free descriptor), and the
+		 * file is still watched.
 		 */
-		if (!s->keep && stat(s->path, &sb) < 0) {
+		if (stat(s->path, &sb) < 0) {
 			if (s->r)
 				fprintf(stderr, "mring watch: %s: removed; no longer watched\n",
 					s->path);
@@ -326,8 +321,7 @@ static void rescan(struct watch *w)
 			continue;
 		}
 		s->base = strrchr(s->path, '/') ? strrchr(s->path, '/') + 1 : s->path;
-		if (s->r && (stat(s->path, &sb) < 0 || sb.st_ino != s->ino ||
-			     sb.st_dev != s->dev || sb.st_size < s->size)) {
+		if (s->r && (sb.st_ino != s->ino || sb.st_dev != s->dev || sb.st_size < s->size)) {
 			fprintf(stderr, "mring watch: %s: replaced; watching the new file\n",
 				s->path);
 			seg_close(s);

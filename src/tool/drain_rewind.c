@@ -57,21 +57,9 @@ struct voider {
 /* JSONL: is this row (without its newline) one to remove? */
 static bool jsonl_void(const struct voider *v, const char *line, size_t len)
 {
-	const char *step = mem_last(line, len, ", \"step\": ");
-	const char *epoch = mem_last(line, len, "\"epoch\": ");
-	const char *rank, *p;
-	uint64_t s, r;
-	int32_t row_rank = -1;
+	struct jsonl_row r;
 
-	if (!step || !epoch || !len || line[len - 1] != '}' ||
-	    parse_digits(step + 10, line + len, &s) != line + len - 1)
-		return false;
-	/* "rank": R, directly before "epoch": */
-	rank = mem_last(line, (size_t)(epoch - line), "\"rank\": ");
-	if (rank && (p = parse_digits(rank + 8, epoch, &r)) && epoch - p == 2 &&
-	    p[0] == ',' && p[1] == ' ')
-		row_rank = (int32_t)r;
-	return row_rank == v->rank && s >= v->step;
+	return jsonl_row_parse(line, len, &r) && r.rank == v->rank && r.step >= v->step;
 }
 
 /* The @col-th cell of a CSV line of numbers: [*b, *e). */

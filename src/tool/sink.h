@@ -164,6 +164,21 @@ int file_replace_by(int dirfd, const char *name, const char *tmp,
  */
 int sink_lines_open(int dirfd, const char *name, const struct sink_state *resume, int *fd);
 
+/*
+ * A JSONL row as the drain writes it (sink_jsonl.c, and --hf's rows
+ * file): {MEMBERS["rank": R, ]"epoch": E, "step": S}.  jsonl_row_parse()
+ * fills this from a line without its newline, or returns false for a
+ * line that does not end so.
+ */
+struct jsonl_row {
+	const char *members;	/* after '{': "k": v, ... each with its ", " */
+	size_t mlen;
+	int32_t rank;		/* -1: no "rank" */
+	uint32_t epoch;
+	uint64_t step;
+};
+bool jsonl_row_parse(const char *line, size_t len, struct jsonl_row *r);
+
 struct sink_ops {
 	const char *name;	/* "jsonl", "csv", "tensorboard" */
 	/*

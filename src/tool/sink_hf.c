@@ -97,43 +97,12 @@ static int64_t mono_ns(void)
 
 /* ---- the rows file's lines ---- */
 
-struct line {
-	const char *mem;	/* "k": v, ... (each with its ", "), maybe empty */
-	size_t mlen;
-	uint32_t e;
-	uint64_t s;
-};
-
-/*
- * A line this sink wrote (without its newline): {MEMBERS["rank": R, ]
- * "epoch": E, "step": S}.  false for anything else (never written by
- * us: the file is ours and locked; kept out of trainer_state.json).
- */
-static bool line_parse(const char *p, size_t len, struct line *l)
-{
-	const char *end = p + len, *ep, *q, *rank;
-	uint64_t e;
-
-	if (len < 2 || p[0] != '{' || end[-1] != '}')
-		return false;
-	ep = mem_last(p, len, "\"epoch\": ");
-	if (!ep || !(q = parse_digits(ep + 9, end, &e)) || e > UINT32_MAX ||
-	    (size_t)(end - q) < 11 || memcmp(q, ", \"step\": ", 10) ||
-	    parse_digits(q + 10, end, &l->s) != end - 1)
-		return false;
-	l->e = (uint32_t)e;
-	l->mem = p + 1;
-	l->mlen = (size_t)(ep - l->mem);
-	rank = mem_last(l->mem, l->mlen, "\"rank\": ");
-	if (rank && (q = parse_digits(rank + 8, ep, &e)) && ep - q == 2 && q[0] == ',')
-		l->mlen = (size_t)(rank - l->mem);
-	return true;
-}
+/* a line of the rows file: struct jsonl_row (sink.h); no values: an epoch's end */
 
 /* The value of member "loss" in @l, if it has one. */
-static bool line_loss(const struct line *l, double *v)
+static bool line_loss(const struct jsonl_row *l, double *v)
 {
-	const char *p = l->mem, *end = l->mem + l->mlen;
+	const char *p = l->members, *end = l->members + l->mlen;
 
 	while (p < end && *p == '"') {
 		const char *k = p++, *val, *stop;
@@ -240,13 +209,13 @@ static void note_loss(struct sink *s, uint64_t st, bool present, double v)
 	s->last_loss_s = st;
 }
 
-static int note_line(struct sink *s, const struct line *l)
+static int note_line(struct sink *s, const struct jsonl_row *l)
 {
 	double v = NAN;
 	bool has = l->mlen && line_loss(l, &v);
 
-	note_loss(s, l->s, has, v);
-	return note_row(s, l->e, l->s, !l->mlen);
+	note_loss(s, l->step, has, v);
+	return note_row(s, l->epoch, l->step, !l->mlen);
 }
 
 /* The step before epoch @i's first: the end of the one before it. */
@@ -364,14 +333,14 @@ static void put_tail(struct sink *s, struct buf *b, bool any)
 }
 
 /* One log_history entry: {"epoch": F, MEMBERS"step": S}. */
-static void put_entry(struct sink *s, struct buf *b, const struct line *l, bool first)
+static void put_entry(struct sink *s, struct buf *b, const struct jsonl_row *l, bool first)
 {
 	buf_puts(b, first ? "\n    {\"epoch\": " : ",\n    {\"epoch\": ");
-	put_float(b, epoch_of(s, l->e, l->s));
+	put_float(b, epoch_of(s, l->epoch, l->step));
 	buf_puts(b, ", ");
-	buf_put(b, l->mem, l->mlen);
+	buf_put(b, l->members, l->mlen);
 	buf_puts(b, "\"step\": ");
-	buf_u64(b, l->s);
+	buf_u64(b, l->step);
 	buf_putc(b, '}');
 }
 
@@ -379,7 +348,7 @@ static void put_entry(struct sink *s, struct buf *b, const struct line *l, bool 
  * Call @fn for each line of the committed rows, read in chunks: 0, or
  * the first error.
  */
-static int each_line(struct sink *s, int (*fn)(struct sink *, const struct line *, void *),
+static int each_line(struct sink *s, int (*fn)(struct sink *, const struct jsonl_row *, void *),
 		     void *ctx)
 {
 	struct buf part = { 0 };
@@ -399,7 +368,7 @@ static int each_line(struct sink *s, int (*fn)(struct sink *, const struct line 
 		off += (uint64_t)n;
 		for (size_t i = 0; i < (size_t)n && !ret; i++) {
 			const char *p;
-			struct line l;
+			struct jsonl_row l;
 			size_t len;
 
 			if (chunk[i] != '\n')
@@ -414,7 +383,7 @@ static int each_line(struct sink *s, int (*fn)(struct sink *, const struct line 
 			}
 			if (part.oom)
 				ret = -ENOMEM;
-			else if (line_parse(p, len, &l))
+			else if (jsonl_row_parse(p, len, &l))
 				ret = fn(s, &l, ctx);
 			part.len = 0;
 			from = i + 1;
@@ -432,7 +401,7 @@ struct render {
 	bool any;
 };
 
-static int render_line(struct sink *s, const struct line *l, void *ctx)
+static int render_line(struct sink *s, const struct jsonl_row *l, void *ctx)
 {
 	struct render *r = ctx;
 
@@ -522,7 +491,7 @@ static int extra_load(struct sink *s, const char *text)
 
 /* ---- sink operations ---- */
 
-static int scan_line(struct sink *s, const struct line *l, void *ctx)
+static int scan_line(struct sink *s, const struct jsonl_row *l, void *ctx)
 {
 	(void)ctx;
 	return note_line(s, l);

@@ -410,3 +410,29 @@ int sink_lines_open(int dirfd, const char *name, const struct sink_state *resume
 		return -errno;
 	return 0;
 }
+
+bool jsonl_row_parse(const char *line, size_t len, struct jsonl_row *r)
+{
+	const char *end = line + len, *ep, *q, *rank;
+	uint64_t v;
+
+	if (len < 2 || line[0] != '{' || end[-1] != '}')
+		return false;
+	ep = mem_last(line, len, "\"epoch\": ");
+	if (!ep || !(q = parse_digits(ep + 9, end, &v)) || v > UINT32_MAX ||
+	    (size_t)(end - q) < 11 || memcmp(q, ", \"step\": ", 10) ||
+	    parse_digits(q + 10, end, &r->step) != end - 1)
+		return false;
+	r->epoch = (uint32_t)v;
+	r->members = line + 1;
+	r->mlen = (size_t)(ep - r->members);
+	r->rank = -1;
+	/* "rank": R, directly before "epoch": */
+	rank = mem_last(r->members, r->mlen, "\"rank\": ");
+	if (rank && (q = parse_digits(rank + 8, ep, &v)) && ep - q == 2 && q[0] == ',' &&
+	    q[1] == ' ' && v <= INT32_MAX) {
+		r->rank = (int32_t)v;
+		r->mlen = (size_t)(rank - r->members);
+	}
+	return true;
+}

@@ -278,16 +278,8 @@ static void put_float(struct buf *b, double v)
 {
 	size_t at = b->len;
 
-	if (isnan(v)) {
-		buf_puts(b, "NaN");
-		return;
-	}
-	if (isinf(v)) {
-		buf_puts(b, v > 0 ? "Infinity" : "-Infinity");
-		return;
-	}
-	buf_double(b, v);
-	if (!b->oom && !memchr(b->p + at, '.', b->len - at) &&
+	buf_json_number(b, v);
+	if (isfinite(v) && !b->oom && !memchr(b->p + at, '.', b->len - at) &&
 	    !memchr(b->p + at, 'e', b->len - at))
 		buf_puts(b, ".0");
 }

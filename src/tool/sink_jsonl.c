@@ -61,16 +61,6 @@ static int jsonl_open(struct sink **out, const char *path, const struct sink_sta
 	return 0;
 }
 
-static void put_number(struct buf *b, double v)
-{
-	if (isnan(v))
-		buf_puts(b, "NaN");
-	else if (isinf(v))
-		buf_puts(b, v > 0 ? "Infinity" : "-Infinity");
-	else
-		buf_double(b, v);
-}
-
 /* A key: names come from an untrusted segment (see buf_json_str()). */
 static void put_key(struct buf *b, const char *k)
 {
@@ -87,7 +77,7 @@ static int jsonl_write(struct sink *s, const struct row *r)
 	buf_putc(b, '{');
 	for (i = 0; i < r->n; i++) {
 		put_key(b, r->keys[i]);
-		put_number(b, r->vals[i]);
+		buf_json_number(b, r->vals[i]);
 		buf_puts(b, ", ");
 	}
 	if (r->kind == ROW_LOST) {

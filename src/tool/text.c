@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +96,15 @@ int buf_double(struct buf *b, double v)
 	int n = fmt_shortest(tmp, sizeof(tmp), v);
 
 	return buf_put(b, tmp, (size_t)n);
+}
+
+int buf_json_number(struct buf *b, double v)
+{
+	if (isnan(v))
+		return buf_puts(b, "NaN");
+	if (isinf(v))
+		return buf_puts(b, v > 0 ? "Infinity" : "-Infinity");
+	return buf_double(b, v);
 }
 
 void buf_free(struct buf *b)

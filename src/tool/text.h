@@ -64,6 +64,8 @@ int buf_puts(struct buf *b, const char *s);
 int buf_u64(struct buf *b, uint64_t v);
 /* fmt_shortest() appended; NaN/Inf are the caller's business. */
 int buf_double(struct buf *b, double v);
+/* @v as buf_double(), NaN and +-Inf as Python's json writes (and reads) them. */
+int buf_json_number(struct buf *b, double v);
 /* printf; -EINVAL for an encoding error. */
 int buf_fmt(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* @s as a JSON string (quotes included; bad UTF-8 becomes U+FFFD). */

@@ -196,10 +196,6 @@ class Harvest:
         step under way stays open."""
         self._harvest(w, False)
 
-    @property
-    def pending_steps(self):
-        return len(self.sealed) + (self.batch is not None)
-
     # -- inside --------------------------------------------------------
     def _seal(self, w, bounded):
         """Send the open batch on (the step ended)."""

@@ -419,7 +419,8 @@ static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
 	unsigned long long capacity = 0;
 	const char *on_full = "drop";
 	int rank = 0, replace = 0, rc, i;
-	unsigned int max_metrics = 0, mode = 0, max_pending = 8;
+	unsigned int max_metrics = 0, mode = 0;
+	int max_pending = 8;
 	struct mring_config cfg;
 	struct mring_writer *w = NULL;
 
@@ -427,12 +428,12 @@ static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
 		PyErr_SetString(PyExc_RuntimeError, "mring.Writer already open");
 		return -1;
 	}
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$KsOiIIpI", kwlist, &path,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$KsOiIIpi", kwlist, &path,
 					 &capacity, &on_full, &run, &rank,
 					 &max_metrics, &mode, &replace, &max_pending))
 		return -1;
-	if (max_pending < 1 || max_pending > 1u << 20) {
-		PyErr_Format(PyExc_ValueError, "max_pending must be in [1, 2**20], not %u",
+	if (max_pending < 1 || max_pending > 1 << 20) {
+		PyErr_Format(PyExc_ValueError, "max_pending must be in [1, 2**20], not %d",
 			     max_pending);
 		return -1;
 	}
@@ -477,7 +478,7 @@ static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
 	self->on_full = cfg.on_full;
 	self->rank = rank;
 	self->capacity = capacity ? capacity : MRING_DEFAULT_CAPACITY;
-	self->max_pending = max_pending;
+	self->max_pending = (unsigned int)max_pending;
 	Py_XSETREF(self->names, PyDict_New());
 	Py_INCREF(path);
 	Py_XSETREF(self->path, path);

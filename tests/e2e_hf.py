@@ -250,6 +250,12 @@ def test_an_existing_trainer_state_is_never_replaced_by_a_fresh_drain(env):
     assert r.returncode == 2 and "output exists" in r.stderr, r.stderr
     with open(env.path("out", "trainer_state.json")) as f:
         assert f.read() == '{"mine": 1}\n'
+    # --hf names a directory: a file there is refused before anything
+    with open(env.path("afile"), "w") as f:
+        f.write("x\n")
+    r = env.run("--hf", env.path("afile"), "ex")
+    assert r.returncode != 0 and "--hf %s: not a directory" % env.path("afile") in r.stderr, \
+        r.stderr
 
 
 def test_a_symlink_planted_in_the_directory_is_never_followed(env):

@@ -279,6 +279,15 @@ def test_the_value_is_the_one_at_the_log_call(late):
     assert values(events("d11"), "x") == [(0, 1.0), (1, 2.0), (2, 3.0)]
 
 
+def test_max_pending_out_of_range_is_refused():
+    for bad in (0, -1, (1 << 20) + 1):
+        with pytest.raises(ValueError, match=r"max_pending must be in \[1, 2\*\*20\], "
+                           r"not %d$" % bad):
+            mring.Writer("mp", capacity=1 << 12, max_pending=bad)
+    with mring.Writer("mp", capacity=1 << 12, max_pending=1 << 20) as w:
+        assert w.max_pending == 1 << 20
+
+
 def test_autograd_is_detached(late):
     w = mring.Writer("d9", capacity=1 << 12)
     m = w.metric("x")
